@@ -1,0 +1,211 @@
+"""Head ablation as data, applied by hooks at the projections of an unmodified HF model.
+
+A forward batch is a list of rows; each row carries its own AblationSpec (or none, the clean
+model). Hooks read per-row, per-head factors, so one forward can ablate a different set of
+heads in every row. Methods (METHOD.md):
+
+- UA   (undifferentiated attention): the head's query is multiplied by eps. Hooked at the
+       q_proj output, or at q_norm's output for families that normalise queries per head
+       (Qwen3, Gemma3), where scaling before the norm would be undone by it.
+- SC   (scaling contribution): the head's output, i.e. its slice of the o_proj input, is
+       multiplied by eps.
+- MEAN: the head's query is replaced by the mean query over all query heads of its layer.
+
+With GQA only the named query head changes; the shared key/value head is never touched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+METHODS = ("ua", "sc", "mean")
+
+
+class AblationError(ValueError):
+    """A spec that cannot be applied to this model; the message says what and where."""
+
+
+@dataclass(frozen=True)
+class AblationSpec:
+    heads: tuple[tuple[int, int], ...] = ()
+    method: str = "ua"
+    eps: float = 1e-5
+
+    @property
+    def is_clean(self) -> bool:
+        return not self.heads
+
+
+@dataclass(frozen=True)
+class AttentionGeometry:
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    hidden_size: int
+
+
+def decoder_layers(model: nn.Module) -> Sequence[nn.Module]:
+    """The transformer blocks of a causal LM (model.model.layers for Llama-like families)."""
+    base = model.get_decoder() if hasattr(model, "get_decoder") else model
+    layers = getattr(base, "layers", None)
+    if layers is None:
+        raise AblationError(f"{type(model).__name__}: no decoder layers found (expected .model.layers)")
+    return layers
+
+
+def attention_modules(model: nn.Module) -> list[nn.Module]:
+    modules = []
+    for index, layer in enumerate(decoder_layers(model)):
+        attn = getattr(layer, "self_attn", None)
+        if attn is None or not hasattr(attn, "q_proj") or not hasattr(attn, "o_proj"):
+            raise AblationError(f"layer {index}: attention has no q_proj/o_proj; this family is not supported")
+        modules.append(attn)
+    return modules
+
+
+def geometry(model: nn.Module) -> AttentionGeometry:
+    config = model.config
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    num_heads = int(text_config.num_attention_heads)
+    num_kv_heads = int(getattr(text_config, "num_key_value_heads", None) or num_heads)
+    head_dim = int(getattr(text_config, "head_dim", None) or text_config.hidden_size // num_heads)
+    return AttentionGeometry(
+        num_layers=int(text_config.num_hidden_layers),
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        head_dim=head_dim,
+        hidden_size=int(text_config.hidden_size),
+    )
+
+
+def validate_spec(spec: AblationSpec, geo: AttentionGeometry, where: str = "spec") -> None:
+    if spec.method not in METHODS:
+        raise AblationError(f"{where}: unknown method {spec.method!r}; expected one of {', '.join(METHODS)}")
+    if not math.isfinite(spec.eps):
+        raise AblationError(f"{where}: eps must be a finite number, got {spec.eps!r}")
+    for i, (layer, head) in enumerate(spec.heads):
+        if not 0 <= layer < geo.num_layers:
+            raise AblationError(
+                f"{where}: heads[{i}] L{layer}H{head}: layer {layer} out of range; the model has {geo.num_layers} layers (0..{geo.num_layers - 1})"
+            )
+        if not 0 <= head < geo.num_heads:
+            raise AblationError(
+                f"{where}: heads[{i}] L{layer}H{head}: head {head} out of range; the model has {geo.num_heads} query heads per layer (0..{geo.num_heads - 1})"
+            )
+
+
+@dataclass
+class _LayerFactors:
+    """Per-row, per-head factors of one layer: [rows, heads]."""
+
+    query_scale: torch.Tensor | None = None  # UA
+    query_mean: torch.Tensor | None = None  # MEAN (bool mask)
+    output_scale: torch.Tensor | None = None  # SC
+
+
+@dataclass
+class RowAblations:
+    """The factors every hooked layer needs for one batch of rows."""
+
+    rows: int
+    layers: dict[int, _LayerFactors] = field(default_factory=dict)
+
+    @property
+    def first_layer(self) -> int | None:
+        return min(self.layers) if self.layers else None
+
+
+def row_factors(specs: Sequence[AblationSpec | None], geo: AttentionGeometry) -> RowAblations:
+    """Turn one spec per batch row into the per-layer factor tensors the hooks multiply by."""
+    plan = RowAblations(rows=len(specs))
+    for row, spec in enumerate(specs):
+        if spec is None or spec.is_clean:
+            continue
+        for layer, head in spec.heads:
+            factors = plan.layers.setdefault(layer, _LayerFactors())
+            if spec.method == "ua":
+                if factors.query_scale is None:
+                    factors.query_scale = torch.ones(len(specs), geo.num_heads, dtype=torch.float64)
+                factors.query_scale[row, head] = spec.eps
+            elif spec.method == "sc":
+                if factors.output_scale is None:
+                    factors.output_scale = torch.ones(len(specs), geo.num_heads, dtype=torch.float64)
+                factors.output_scale[row, head] = spec.eps
+            else:
+                if factors.query_mean is None:
+                    factors.query_mean = torch.zeros(len(specs), geo.num_heads, dtype=torch.bool)
+                factors.query_mean[row, head] = True
+    return plan
+
+
+def _per_head(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """View [rows, T, H*d_h] (or [rows, T, H, d_h]) as [rows, T, H, d_h]."""
+    if x.dim() == 4:
+        return x
+    return x.view(*x.shape[:-1], num_heads, x.shape[-1] // num_heads)
+
+
+def _apply_query(q: torch.Tensor, factors: _LayerFactors, num_heads: int) -> torch.Tensor:
+    heads = _per_head(q, num_heads)
+    if factors.query_mean is not None:
+        mask = factors.query_mean.to(heads.device)[:, None, :, None]
+        heads = torch.where(mask, heads.mean(dim=2, keepdim=True).expand_as(heads), heads)
+    if factors.query_scale is not None:
+        heads = heads * factors.query_scale.to(device=heads.device, dtype=heads.dtype)[:, None, :, None]
+    return heads.reshape(q.shape)
+
+
+def _apply_output(x: torch.Tensor, factors: _LayerFactors, num_heads: int) -> torch.Tensor:
+    heads = _per_head(x, num_heads)
+    heads = heads * factors.output_scale.to(device=heads.device, dtype=heads.dtype)[:, None, :, None]
+    return heads.reshape(x.shape)
+
+
+def _check_rows(tensor: torch.Tensor, plan: RowAblations) -> None:
+    if tensor.shape[0] != plan.rows:
+        raise AblationError(f"batch has {tensor.shape[0]} rows but the ablation plan has {plan.rows}")
+
+
+@contextmanager
+def ablated(model: nn.Module, specs: Sequence[AblationSpec | None]) -> Iterator[RowAblations]:
+    """Install hooks so that every forward inside the block ablates row i by specs[i].
+
+    The batch size of every forward inside the block must equal len(specs) (true for
+    generate without beams). Hooks are removed on exit, also on error.
+    """
+    geo = geometry(model)
+    for i, spec in enumerate(specs):
+        if spec is not None:
+            validate_spec(spec, geo, where=f"specs[{i}]")
+    plan = row_factors(specs, geo)
+    handles = []
+    attns = attention_modules(model)
+    try:
+        for layer, factors in plan.layers.items():
+            attn = attns[layer]
+            if factors.query_scale is not None or factors.query_mean is not None:
+                query_module = getattr(attn, "q_norm", None) or attn.q_proj
+
+                def query_hook(_m, _inp, out, factors=factors):
+                    _check_rows(out, plan)
+                    return _apply_query(out, factors, geo.num_heads)
+
+                handles.append(query_module.register_forward_hook(query_hook))
+            if factors.output_scale is not None:
+
+                def output_hook(_m, args, factors=factors):
+                    _check_rows(args[0], plan)
+                    return (_apply_output(args[0], factors, geo.num_heads), *args[1:])
+
+                handles.append(attn.o_proj.register_forward_pre_hook(output_hook))
+        yield plan
+    finally:
+        for handle in handles:
+            handle.remove()
