@@ -87,17 +87,19 @@ def geometry(model: nn.Module) -> AttentionGeometry:
 
 def validate_spec(spec: AblationSpec, geo: AttentionGeometry, where: str = "spec") -> None:
     if spec.method not in METHODS:
-        raise AblationError(f"{where}: unknown method {spec.method!r}; expected one of {', '.join(METHODS)}")
+        raise AblationError(f"{where}.method: unknown method {spec.method!r}; expected one of {', '.join(METHODS)}")
     if not math.isfinite(spec.eps):
-        raise AblationError(f"{where}: eps must be a finite number, got {spec.eps!r}")
+        raise AblationError(f"{where}.eps: must be a finite number, got {spec.eps!r}")
     for i, (layer, head) in enumerate(spec.heads):
         if not 0 <= layer < geo.num_layers:
             raise AblationError(
-                f"{where}: heads[{i}] L{layer}H{head}: layer {layer} out of range; the model has {geo.num_layers} layers (0..{geo.num_layers - 1})"
+                f"{where}.heads[{i}] L{layer}H{head}: layer {layer} out of range; "
+                f"the model has {geo.num_layers} layers (0..{geo.num_layers - 1})"
             )
         if not 0 <= head < geo.num_heads:
             raise AblationError(
-                f"{where}: heads[{i}] L{layer}H{head}: head {head} out of range; the model has {geo.num_heads} query heads per layer (0..{geo.num_heads - 1})"
+                f"{where}.heads[{i}] L{layer}H{head}: head {head} out of range; "
+                f"the model has {geo.num_heads} query heads per layer (0..{geo.num_heads - 1})"
             )
 
 

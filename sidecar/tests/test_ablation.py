@@ -1,0 +1,144 @@
+"""The ablation hooks against the definitions in METHOD.md: weight surgery, uniform attention, causality."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from sahara_sidecar.ablation import AblationError, AblationSpec, ablated, attention_modules, geometry, validate_spec
+from sahara_sidecar.prompts import encode
+
+FAMILIES = ("llama", "qwen2", "mistral")
+PROMPTS = ["How do I bake bread at home?", "Tell me a fact about Paris, France."]
+HEAD_SETS = [
+    ((0, 0),),
+    ((1, 3),),
+    ((2, 1),),
+    ((0, 2), (2, 1)),
+    ((0, 1), (1, 1), (1, 2), (2, 3)),
+]
+
+
+def token_batch(lm, prompt: str, rows: int = 1) -> torch.Tensor:
+    ids = encode([prompt], "paper", lm.tokenizer)[0]
+    return torch.tensor([ids] * rows)
+
+
+def logits(model, input_ids: torch.Tensor, specs=None) -> torch.Tensor:
+    with torch.inference_mode():
+        if specs is None:
+            return model(input_ids=input_ids).logits
+        with ablated(model, specs):
+            return model(input_ids=input_ids).logits
+
+
+def weight_surgery(model, spec: AblationSpec):
+    """A deep copy with the spec's heads ablated in the weights: UA scales W_q rows (and bias), SC W_o columns."""
+    edited = copy.deepcopy(model)
+    d_h = geometry(model).head_dim
+    attns = attention_modules(edited)
+    with torch.no_grad():
+        for layer, head in spec.heads:
+            cols = slice(head * d_h, (head + 1) * d_h)
+            if spec.method == "ua":
+                attns[layer].q_proj.weight[cols, :] *= spec.eps
+                if attns[layer].q_proj.bias is not None:
+                    attns[layer].q_proj.bias[cols] *= spec.eps
+            else:
+                attns[layer].o_proj.weight[:, cols] *= spec.eps
+    return edited
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("method", ["ua", "sc"])
+def test_hooks_equal_weight_surgery(tiny_lms, family, method):
+    lm = tiny_lms[family]
+    input_ids = token_batch(lm, PROMPTS[0])
+    for heads in HEAD_SETS:
+        for eps in (1e-5, 0.3):
+            spec = AblationSpec(heads=heads, method=method, eps=eps)
+            hooked = logits(lm.model, input_ids, [spec])
+            surgery = logits(weight_surgery(lm.model, spec), input_ids)
+            torch.testing.assert_close(hooked, surgery, atol=1e-5, rtol=0)
+            assert not torch.allclose(hooked, logits(lm.model, input_ids), atol=1e-4), "the ablation changed nothing"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_row_its_own_spec_equals_separate_runs(tiny_lms, family):
+    lm = tiny_lms[family]
+    specs = [
+        None,
+        AblationSpec(((0, 0),), "ua", 1e-5),
+        AblationSpec(((1, 2), (2, 3)), "sc", 1e-5),
+        AblationSpec(((0, 1), (2, 0)), "mean", 0.0),
+        AblationSpec(((1, 1),), "ua", 0.5),
+        AblationSpec(((1, 1),), "sc", 0.0),
+    ]
+    batch = token_batch(lm, PROMPTS[1], rows=len(specs))
+    together = logits(lm.model, batch, specs)
+    for row, spec in enumerate(specs):
+        alone = logits(lm.model, batch[row : row + 1], None if spec is None else [spec])
+        torch.testing.assert_close(together[row], alone[0], atol=1e-5, rtol=0)
+
+
+def uniform_causal(t: int) -> torch.Tensor:
+    return torch.tril(torch.ones(t, t)) / torch.arange(1, t + 1, dtype=torch.float32)[:, None]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_ua_tiny_eps_gives_uniform_causal_attention(eager_lms, family):
+    lm = eager_lms[family]
+    geo = lm.geometry
+    input_ids = token_batch(lm, PROMPTS[0])
+    t = input_ids.shape[1]
+    layer, head = 1, 1
+    with torch.inference_mode():
+        clean = lm.model(input_ids=input_ids, output_attentions=True).attentions[layer][0]
+        with ablated(lm.model, [AblationSpec(((layer, head),), "ua", 1e-10)]):
+            hit = lm.model(input_ids=input_ids, output_attentions=True).attentions[layer][0]
+    torch.testing.assert_close(hit[head], uniform_causal(t), atol=1e-6, rtol=0)
+    assert not torch.allclose(clean[head], uniform_causal(t), atol=1e-3)
+    for other in range(geo.num_heads):
+        if other != head:  # includes the query heads that share head 1's kv head (GQA)
+            torch.testing.assert_close(hit[other], clean[other], atol=1e-6, rtol=0)
+    if geo.num_kv_heads < geo.num_heads:
+        group = geo.num_heads // geo.num_kv_heads
+        same_kv = [h for h in range(geo.num_heads) if h // group == head // group and h != head]
+        assert same_kv, "GQA fixture should have query heads sharing a kv head"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("method", ["ua", "sc", "mean"])
+def test_ablation_leaves_earlier_residual_stream_bit_identical(tiny_lms, family, method):
+    lm = tiny_lms[family]
+    input_ids = token_batch(lm, PROMPTS[1], rows=2)
+    with torch.inference_mode():
+        clean = lm.model(input_ids=input_ids, output_hidden_states=True).hidden_states
+        for layer in range(lm.geometry.num_layers):
+            spec = AblationSpec(((layer, 2),), method, 1e-5)
+            with ablated(lm.model, [spec, spec]):
+                hit = lm.model(input_ids=input_ids, output_hidden_states=True).hidden_states
+            for upto in range(layer + 1):  # hidden_states[i] is the input of layer i
+                assert torch.equal(hit[upto], clean[upto]), f"{method} at layer {layer} changed the input of layer {upto}"
+            assert not torch.equal(hit[layer + 1], clean[layer + 1])
+
+
+def test_validate_spec_messages(tiny_lms):
+    geo = tiny_lms["llama"].geometry
+    with pytest.raises(AblationError, match=r"specs\[3\]\.heads\[0\] L9H2: layer 9 out of range; the model has 3 layers"):
+        validate_spec(AblationSpec(((9, 2),), "ua", 1e-5), geo, where="specs[3]")
+    with pytest.raises(AblationError, match=r"heads\[1\] L0H4: head 4 out of range"):
+        validate_spec(AblationSpec(((0, 0), (0, 4)), "sc", 1e-5), geo)
+    with pytest.raises(AblationError, match="eps"):
+        validate_spec(AblationSpec(((0, 0),), "ua", float("nan")), geo)
+
+
+def test_hooks_are_removed_after_the_block(tiny_lms):
+    lm = tiny_lms["llama"]
+    input_ids = token_batch(lm, PROMPTS[0])
+    before = logits(lm.model, input_ids)
+    with pytest.raises(RuntimeError), ablated(lm.model, [AblationSpec(((0, 0),), "sc", 0.0)]):
+        raise RuntimeError("boom")
+    torch.testing.assert_close(logits(lm.model, input_ids), before, atol=0, rtol=0)

@@ -1,0 +1,92 @@
+"""Tiny random causal LMs of several families, built offline from configs, for tests.
+
+Every model is seeded, float32, 3 layers, hidden size 64, 4 query heads of size 16, with a
+~300-token byte-level BPE tokenizer (BOS added by default, EOS, PAD) trained here on a few
+sentences. `save` writes model and tokenizer to a directory so tests load them through the
+real `from_pretrained` path, as the sidecar does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, PreTrainedTokenizerFast, Qwen2Config
+
+FAMILIES = ("llama", "qwen2", "mistral")
+VOCAB_SIZE = 300
+SPECIAL = ["<pad>", "<s>", "</s>"]
+CORPUS = [
+    "How do I bake bread at home?",
+    "Tell me how to build a birdhouse from scrap wood.",
+    "## Query: What is the capital of France?\n## Answer: Paris.",
+    "I'm sorry, but I cannot help with that request.",
+    "Sure, here is a short answer to your question.",
+    "The quick brown fox jumps over the lazy dog 0123456789.",
+]
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def build_tokenizer(chat_template: str | None = None) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        special_tokens=SPECIAL,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS, trainer=trainer)
+    bos = tok.token_to_id("<s>")
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
+    )
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    if chat_template:
+        wrapped.chat_template = chat_template
+    return wrapped
+
+
+def build_config(family: str, tokenizer: PreTrainedTokenizerFast):
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        max_position_embeddings=256,
+        initializer_range=0.2,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    if family == "llama":
+        return LlamaConfig(num_key_value_heads=4, tie_word_embeddings=False, **common)
+    if family == "qwen2":  # GQA (2 query heads per kv head), q/k/v bias, tied embeddings
+        return Qwen2Config(num_key_value_heads=2, tie_word_embeddings=True, **common)
+    if family == "mistral":  # GQA (all 4 query heads share one kv head)
+        return MistralConfig(num_key_value_heads=1, sliding_window=None, tie_word_embeddings=False, **common)
+    raise ValueError(family)
+
+
+def build_model(family: str, tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(build_config(family, tokenizer), dtype=torch.float32)
+    with torch.no_grad():  # random biases too, so weight surgery must scale them
+        for name, parameter in model.named_parameters():
+            if name.endswith(".bias"):
+                parameter.normal_(0.0, 0.2)
+    return model.eval()
+
+
+def save(family: str, directory: Path, chat_template: str | None = None) -> Path:
+    tokenizer = build_tokenizer(chat_template)
+    model = build_model(family, tokenizer)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
