@@ -1,0 +1,71 @@
+import {Args, Flags} from '@oclif/core'
+
+import {SaharaCommand} from '../cli/base.js'
+import {sidecarFlags, withSidecar} from '../cli/sidecar-session.js'
+import {type Sweep, loadSweep} from '../config/sweep.js'
+import {type SweepOutcome, runSweep} from '../jobs/runner.js'
+import type {ShipsSummary} from '../jobs/ships.js'
+import {formatHead} from '../science/heads.js'
+
+export default class Run extends SaharaCommand {
+  static override description = `Run every job of a YAML sweep, each into <runs-dir>/<sweep>/<job>/.
+The whole sweep is validated first (every error says file:line:col and the field); nothing runs if any job is wrong.
+Jobs of one model share one sidecar. See configs/demo-ships.yaml for the format.`
+
+  static override examples = [
+    '<%= config.bin %> run configs/demo-ships.yaml',
+    '<%= config.bin %> run configs/demo-ships.yaml --runs-dir /tmp/runs --json',
+    '<%= config.bin %> run configs/demo-ships.yaml --dry-run',
+  ]
+
+  static override args = {
+    sweep: Args.string({description: 'the sweep YAML file', required: true}),
+  }
+
+  static override flags = {
+    'runs-dir': Flags.string({description: 'where run folders go', default: 'runs'}),
+    'dry-run': Flags.boolean({description: 'validate and list the jobs, run nothing', default: false}),
+    ...sidecarFlags,
+  }
+
+  async run(): Promise<SweepOutcome | {sweep: string; jobs: {name: string; kind: string; model: string}[]}> {
+    const {args, flags} = await this.parse(Run)
+    this.quiet = flags.quiet
+    let sweep: Sweep
+    try {
+      sweep = loadSweep(args.sweep)
+    } catch (error) {
+      this.fail(error)
+    }
+
+    if (flags['dry-run']) {
+      for (const job of sweep.jobs) this.log(`${job.kind.padEnd(6)} ${job.name}`)
+      return {sweep: sweep.name, jobs: sweep.jobs.map((j) => ({name: j.name, kind: j.kind, model: j.model.name}))}
+    }
+
+    if (flags.endpoint && new Set(sweep.jobs.map((j) => j.model.source)).size > 1) {
+      this.error('--endpoint serves one model, but this sweep uses several; run without --endpoint, or split the sweep', {exit: 2})
+    }
+
+    let outcome: SweepOutcome
+    try {
+      outcome = await runSweep(
+        sweep,
+        flags['runs-dir'],
+        (job, fn) => withSidecar(job.model, {...flags, log: (m) => this.progress(m)}, fn),
+        (m) => this.progress(m),
+      )
+    } catch (error) {
+      this.fail(error)
+    }
+
+    for (const job of outcome.jobs) {
+      const summary = job.result as Partial<ShipsSummary>
+      const top = summary.heads?.slice(0, 5).map((h) => `${formatHead(h)} ${h.mean_kl.toExponential(2)}`).join(', ')
+      this.log(`${job.name}: ${top ?? 'done'}`)
+    }
+
+    this.log(`${outcome.jobs.length} jobs written under ${outcome.dir}`)
+    return outcome
+  }
+}

@@ -1,0 +1,84 @@
+import {Flags} from '@oclif/core'
+import {resolve} from 'node:path'
+
+import {SaharaCommand} from '../cli/base.js'
+import {sidecarFlags, withSidecar} from '../cli/sidecar-session.js'
+import {loadDataset} from '../data/datasets.js'
+import {type ShipsSummary, METHODS, TEMPLATES, type Method, type Template, formatEps, runShips} from '../jobs/ships.js'
+import {modelLabel, resolveModel} from '../models.js'
+import {formatHead} from '../science/heads.js'
+import {DEFAULT_SMOOTHING} from '../science/kl.js'
+
+export default class Ships extends SaharaCommand {
+  static override description = `Query-level Ships: for every query and every head, KL(clean || head ablated) of the next-token distribution
+at the last prompt position, over the full vocabulary (METHOD.md, paper Eq. 9). Writes OUT/ships.jsonl (one line
+per query with its top-k heads) and OUT/summary.json (all heads ranked by mean KL, with how many queries have
+each head in their top-k).`
+
+  static override examples = [
+    '<%= config.bin %> ships --model organism --dataset jailbreakbench',
+    '<%= config.bin %> ships --model organism --dataset ../shared/data/jailbreakbench.json --json',
+    '<%= config.bin %> ships --model ./my-model --dataset prompts.csv --method sc --eps 1e-4 --top-k 5 --out runs/sc',
+  ]
+
+  static override flags = {
+    model: Flags.string({char: 'm', description: 'organism, organism-natural, a local model directory or a hub id', default: 'organism'}),
+    dataset: Flags.string({
+      char: 'd',
+      description: 'prompt file (.json, .jsonl, .csv, .txt) or a built-in name (jailbreakbench, advbench, harmful_val, ...)',
+      required: true,
+    }),
+    method: Flags.string({description: 'ablation: ua (query x eps), sc (head output x eps), mean (query = layer mean)', options: [...METHODS], default: 'ua'}),
+    eps: Flags.string({description: 'ablation strength, a positive number', default: '1e-5'}),
+    template: Flags.string({description: 'prompt format: paper ("## Query:{q}\\n## Answer:"), direct (raw), chat (the tokenizer\'s)', options: [...TEMPLATES], default: 'paper'}),
+    'top-k': Flags.integer({description: 'heads kept per query', default: 10, min: 1}),
+    smoothing: Flags.string({description: 'added to both distributions in the KL, no renormalisation (the authors\' code); 0 = exact KL', default: String(DEFAULT_SMOOTHING)}),
+    limit: Flags.integer({description: 'only the first N prompts', min: 1}),
+    out: Flags.string({char: 'o', description: 'output folder (default runs/ships-<model>-<dataset>-<method>-<eps>)'}),
+    show: Flags.integer({description: 'heads shown in the table', default: 10, min: 1}),
+    ...sidecarFlags,
+  }
+
+  async run(): Promise<ShipsSummary> {
+    const {flags} = await this.parse(Ships)
+    this.quiet = flags.quiet
+    const eps = Number(flags.eps)
+    if (!(Number.isFinite(eps) && eps > 0)) this.error(`--eps must be a positive finite number, got ${JSON.stringify(flags.eps)}`, {exit: 2})
+    const smoothing = Number(flags.smoothing)
+    if (!(Number.isFinite(smoothing) && smoothing >= 0)) this.error(`--smoothing must be a finite number >= 0, got ${JSON.stringify(flags.smoothing)}`, {exit: 2})
+
+    let model, dataset
+    try {
+      model = resolveModel(flags.model)
+      dataset = loadDataset(flags.dataset)
+    } catch (error) {
+      this.fail(error)
+    }
+
+    const method = flags.method as Method
+    const outDir = resolve(flags.out ?? `runs/ships-${modelLabel(model.name)}-${dataset.name}-${method}-${formatEps(eps)}`)
+    let summary: ShipsSummary
+    try {
+      summary = await withSidecar(model, {...flags, log: (m) => this.progress(m)}, (client) =>
+        runShips(model, {dataset, method, eps, template: flags.template as Template, topK: flags['top-k'], smoothing, limit: flags.limit}, {
+          client,
+          outDir,
+          log: (m) => this.progress(m),
+        }),
+      )
+    } catch (error) {
+      this.fail(error)
+    }
+
+    this.log(`Ships: ${summary.model} on ${summary.dataset} (${summary.n_queries} queries), ${summary.method} eps=${summary.eps}, ${summary.template} template`)
+    this.log('')
+    this.log('rank  head      mean KL        top-k count')
+    for (const [i, h] of summary.heads.slice(0, flags.show).entries()) {
+      this.log(`${String(i + 1).padStart(4)}  ${formatHead(h).padEnd(8)}  ${h.mean_kl.toExponential(4).padStart(11)}    ${h.topk_count}/${summary.n_queries}`)
+    }
+
+    this.log('')
+    this.log(`${summary.heads.length} heads ranked in ${summary.timings.total_s} s; written to ${outDir}/{ships.jsonl,summary.json}`)
+    return summary
+  }
+}

@@ -1,0 +1,107 @@
+/**
+ * YAML sweeps: a named list of jobs, validated into typed objects before any work starts.
+ *
+ *   name: demo-ships                # required: letters, digits, . _ -; the folder runs/<name>/
+ *   description: ...                # optional
+ *   defaults:                       # optional: any job key, layered under every job
+ *     top_k: 10
+ *     matrix: {eps: 1e-5}           # matrix axes are layered key by key too
+ *   jobs:                           # required, non-empty
+ *     - kind: ships                 # a registered job kind (src/jobs/registry.ts)
+ *       name: scan                  # optional prefix of the derived job names
+ *       matrix:                     # each axis a value or a list; jobs = the cross product
+ *         model: [organism, organism-natural]
+ *         dataset: [jailbreakbench, ./prompts.csv]
+ *         method: [ua, sc]          # ua | sc | mean (default ua)
+ *         eps: [1e-5]               # positive finite (default 1e-5)
+ *         template: paper           # paper | direct | chat (default paper)
+ *       top_k: 10                   # per-query top-k (default 10)
+ *       limit: 50                   # only the first N prompts (default: all)
+ *       smoothing: 1e-12            # added to both distributions in the KL (default 1e-12; 0 = exact)
+ *
+ * Each concrete job is named from its matrix cell, e.g. `scan-organism-jailbreakbench-ua-1e-5`,
+ * and runs into runs/<sweep>/<job>/. Relative dataset and model paths resolve against the sweep
+ * file's folder. Every error is a ConfigError: `file:line:col: field.path: what is wrong`.
+ */
+import {readFileSync} from 'node:fs'
+import {dirname, resolve} from 'node:path'
+import {LineCounter, type Node, isMap, isSeq, parseDocument} from 'yaml'
+
+import {JOB_KINDS, type JobSpec} from '../jobs/registry.js'
+import {ConfigError, Fields, type Source, describeNode, errorAt, pathJoin} from './fields.js'
+
+export interface Sweep {
+  name: string
+  description?: string
+  file: string
+  jobs: JobSpec[]
+}
+
+const TOP_KEYS = ['name', 'description', 'defaults', 'jobs'] as const
+const NAME = /^[\w.-]+$/
+
+export function loadSweep(file: string): Sweep {
+  const path = resolve(file)
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (error) {
+    throw new ConfigError(path, 1, 1, '', `cannot read the sweep file: ${(error as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (error as Error).message}`)
+  }
+
+  return parseSweep(text, path)
+}
+
+export function parseSweep(text: string, file: string): Sweep {
+  const lines = new LineCounter()
+  const doc = parseDocument(text, {lineCounter: lines, prettyErrors: false, uniqueKeys: true})
+  const source: Source = {file, lines}
+  const first = doc.errors[0]
+  if (first) {
+    const {line, col} = lines.linePos(first.pos[0])
+    throw new ConfigError(file, line, col, '', `invalid YAML: ${first.message.split('\n')[0]}`)
+  }
+
+  const root = doc.contents as Node | null
+  if (!isMap(root)) throw errorAt(source, root, '', `a sweep is a mapping with keys ${TOP_KEYS.join(', ')}; got ${describeNode(root)}`)
+  const top = Fields.ofMap(source, root, '')
+  top.onlyKeys(TOP_KEYS, 'a sweep')
+  const name = top.string('name', {pattern: NAME, patternHint: 'use letters, digits, ".", "_" and "-" (it names the run folder)'}).value
+  const description = top.optionalString('description')?.value
+
+  const defaultsNode = root.get('defaults', true) as Node | undefined
+  if (defaultsNode !== undefined && !isMap(defaultsNode)) {
+    throw errorAt(source, defaultsNode, 'defaults', `expected a mapping, got ${describeNode(defaultsNode)}`)
+  }
+
+  const jobsNode = root.get('jobs', true) as Node | undefined
+  if (jobsNode === undefined) throw errorAt(source, root, '', 'missing required key "jobs"')
+  if (!isSeq(jobsNode)) throw errorAt(source, jobsNode, 'jobs', `expected a list of jobs, got ${describeNode(jobsNode)}`)
+  if (jobsNode.items.length === 0) throw errorAt(source, jobsNode, 'jobs', 'no jobs: give at least one')
+
+  const baseDir = dirname(file)
+  const jobs: JobSpec[] = []
+  const seen = new Map<string, string>()
+  for (const [i, item] of jobsNode.items.entries()) {
+    const path = pathJoin('jobs', i)
+    const jobNode = item as Node | null
+    if (!isMap(jobNode)) throw errorAt(source, jobNode, path, `expected a job mapping, got ${describeNode(jobNode)}`)
+    const layers = [...(defaultsNode && isMap(defaultsNode) ? [{map: defaultsNode, path: 'defaults'}] : []), {map: jobNode, path}]
+    const fields = new Fields(source, layers, {node: jobNode, path})
+    const kindName = fields.string('kind', {oneOf: Object.keys(JOB_KINDS)}).value
+    const kind = JOB_KINDS[kindName]
+    fields.onlyKeys(['kind', 'name', ...kind.keys], `a ${kindName} job`)
+    if (fields.has('name')) fields.string('name', {pattern: NAME, patternHint: 'use letters, digits, ".", "_" and "-"'})
+    for (const job of kind.parse(fields, {baseDir})) {
+      const previous = seen.get(job.name)
+      if (previous !== undefined) {
+        throw fields.error(fields.has('name') ? 'name' : 'kind', `job name ${job.name} is produced twice (also by ${previous}); give the jobs different names`)
+      }
+
+      seen.set(job.name, path)
+      jobs.push(job)
+    }
+  }
+
+  return {name, description, file, jobs}
+}

@@ -1,0 +1,44 @@
+/**
+ * Job kinds, lm-evaluation-harness style: a kind is one module that knows how to read its
+ * options from a sweep (expanding its matrix into concrete jobs, validated before anything runs)
+ * and how to run one job against a sidecar. Adding a kind = one module + one line below.
+ */
+import type {Fields} from '../config/fields.js'
+import type {ResolvedModel} from '../models.js'
+import type {SidecarClient} from '../sidecar/client.js'
+import {shipsKind} from './ships.js'
+
+export interface ParseContext {
+  /** Relative paths in the sweep (datasets, models) resolve against the sweep file's folder. */
+  baseDir: string
+}
+
+/** One concrete job: a kind, a unique name, the model it needs a sidecar for, typed options. */
+export interface JobSpec<P = unknown> {
+  kind: string
+  name: string
+  model: ResolvedModel
+  params: P
+}
+
+export interface RunContext {
+  client: SidecarClient
+  /** The job's own output folder (created by the runner). */
+  outDir: string
+  log: (message: string) => void
+}
+
+export interface JobKind<P = unknown, R = unknown> {
+  kind: string
+  description: string
+  /** Keys a job of this kind may have (besides `kind` and `name`). */
+  keys: readonly string[]
+  /** Read and validate one job entry (layered over the sweep's defaults) into concrete jobs. */
+  parse(fields: Fields, context: ParseContext): JobSpec<P>[]
+  /** Run one job; the result is the job's summary (also written into outDir). */
+  run(job: JobSpec<P>, context: RunContext): Promise<R>
+}
+
+export const JOB_KINDS: Readonly<Record<string, JobKind<any, any>>> = {
+  ships: shipsKind,
+}

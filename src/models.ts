@@ -1,0 +1,65 @@
+/**
+ * Model names. `organism` and `organism-natural` are the embedded models committed under
+ * <repo>/models/; any other value is a local directory if it exists, else a Hugging Face hub id
+ * (which the sidecar resolves from its cache or the network of its host).
+ */
+import {existsSync, statSync} from 'node:fs'
+import {resolve} from 'node:path'
+
+import {modelsDir} from './paths.js'
+
+export const EMBEDDED_MODELS = ['organism', 'organism-natural'] as const
+
+export interface ResolvedModel {
+  /** What the user wrote. */
+  name: string
+  /** What the sidecar is given as --model: an absolute directory or a hub id. */
+  source: string
+  kind: 'embedded' | 'local' | 'hub'
+}
+
+export class ModelError extends Error {
+  override name = 'ModelError'
+}
+
+const HUB_ID = /^[A-Za-z0-9][\w.-]*\/[\w.-]+$/
+
+export function resolveModel(value: string, cwd: string = process.cwd()): ResolvedModel {
+  const name = value.trim()
+  if (name === '') throw new ModelError('empty model name')
+
+  if ((EMBEDDED_MODELS as readonly string[]).includes(name)) {
+    const dir = resolve(modelsDir, name)
+    if (!existsSync(resolve(dir, 'config.json'))) {
+      throw new ModelError(`embedded model ${name}: ${dir} has no config.json (has the organism been trained and committed?)`)
+    }
+
+    return {name, source: dir, kind: 'embedded'}
+  }
+
+  const local = resolve(cwd, name)
+  if (existsSync(local)) {
+    if (!statSync(local).isDirectory()) throw new ModelError(`model ${name}: ${local} is a file, expected a model directory`)
+    if (!existsSync(resolve(local, 'config.json'))) {
+      throw new ModelError(`model ${name}: ${local} has no config.json (not a Hugging Face model directory)`)
+    }
+
+    return {name, source: local, kind: 'local'}
+  }
+
+  const looksLikePath = name.startsWith('.') || name.startsWith('/') || name.startsWith('~') || name.split('/').length > 2
+  if (looksLikePath || !HUB_ID.test(name)) {
+    throw new ModelError(
+      `model ${JSON.stringify(name)}: no such directory (${local}), and not a hub id (owner/name); ` +
+        `embedded models: ${EMBEDDED_MODELS.join(', ')}`,
+    )
+  }
+
+  return {name, source: name, kind: 'hub'}
+}
+
+/** A short, filesystem-safe label for a model, used in job names and output folders. */
+export function modelLabel(name: string): string {
+  const base = name.replace(/\/+$/, '').split('/').pop() ?? name
+  return base.replace(/[^\w.-]+/g, '_')
+}

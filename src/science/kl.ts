@@ -1,0 +1,82 @@
+/**
+ * Query-level Ships (METHOD.md, paper Eq. 9): KL(p_clean || p_ablated) between two next-token
+ * distributions at the last prompt position, over the full vocabulary.
+ *
+ * Inputs are float32 log-prob rows as the sidecar sends them; all arithmetic is float64
+ * (JavaScript numbers). The authors' code adds 1e-12 to both probability vectors and does not
+ * renormalise; that is the default here (`smoothing`), and `smoothing: 0` gives the exact KL.
+ * Pure functions, no I/O.
+ */
+
+/** The authors' additive smoothing constant, added to both distributions, no renormalisation. */
+export const DEFAULT_SMOOTHING = 1e-12
+
+export interface KlOptions {
+  /** Added to every probability of both distributions before the KL (0 = exact KL). */
+  smoothing?: number
+}
+
+/** A row of log-probs: a Float32Array (view) or any array of numbers. */
+export type LogprobRow = ArrayLike<number>
+
+/**
+ * KL(clean || ablated) = sum_v p_v * (log p_v - log q_v), with p = exp(clean) + s,
+ * q = exp(ablated) + s.
+ *
+ * With s = 0 it is computed in log space, p_v * (clean_v - ablated_v), so no precision is lost
+ * to exp/log round trips; terms with p_v = 0 contribute 0, and p_v > 0 with q_v = 0 gives
+ * Infinity (the exact answer).
+ */
+export function klDivergence(clean: LogprobRow, ablated: LogprobRow, options: KlOptions = {}): number {
+  const smoothing = options.smoothing ?? DEFAULT_SMOOTHING
+  if (!(Number.isFinite(smoothing) && smoothing >= 0)) {
+    throw new RangeError(`smoothing must be a finite number >= 0, got ${smoothing}`)
+  }
+
+  const n = clean.length
+  if (ablated.length !== n) {
+    throw new RangeError(`log-prob rows differ in length: clean has ${n}, ablated has ${ablated.length}`)
+  }
+
+  let sum = 0
+  if (smoothing === 0) {
+    for (let v = 0; v < n; v++) {
+      const lp = clean[v]
+      if (lp === Number.NEGATIVE_INFINITY) continue // p_v = 0 contributes nothing
+      const p = Math.exp(lp)
+      if (p === 0) continue
+      sum += p * (lp - ablated[v])
+    }
+  } else {
+    for (let v = 0; v < n; v++) {
+      const p = Math.exp(clean[v]) + smoothing
+      const q = Math.exp(ablated[v]) + smoothing
+      sum += p * Math.log(p / q)
+    }
+  }
+
+  return sum
+}
+
+/**
+ * KL for every ablated row of one query against its clean row, from one flat [rows, vocab]
+ * block (row 0 is the clean model, rows 1.. the ablations): returns rows - 1 values.
+ */
+export function klAgainstClean(
+  block: Float32Array,
+  rows: number,
+  vocab: number,
+  options: KlOptions = {},
+): Float64Array {
+  if (block.length !== rows * vocab) {
+    throw new RangeError(`block has ${block.length} floats, expected rows*vocab = ${rows}*${vocab}`)
+  }
+
+  const clean = block.subarray(0, vocab)
+  const out = new Float64Array(rows - 1)
+  for (let r = 1; r < rows; r++) {
+    out[r - 1] = klDivergence(clean, block.subarray(r * vocab, (r + 1) * vocab), options)
+  }
+
+  return out
+}

@@ -1,0 +1,299 @@
+/**
+ * A typed client for one sidecar (sahara.v1.AblationService + grpc.health.v1), over the
+ * ts-proto stubs generated from proto/. It hides the wire details the rest of the CLI should not
+ * care about: Forward's streamed TensorChunks are reassembled into typed arrays by their header
+ * (byte lengths and offsets checked, little-endian), Generate's stream is collected, every call
+ * has a deadline, and gRPC errors become SidecarErrors that say the status code name and the
+ * server's message.
+ */
+import {Metadata, type ServiceError, credentials, status as GrpcStatus} from '@grpc/grpc-js'
+import {endianness} from 'node:os'
+
+import {HealthCheckResponse_ServingStatus, HealthClient} from '../gen/grpc/health/v1/health.js'
+import {
+  type AblationSpec,
+  AblationServiceClient,
+  type DescribeResponse,
+  DType,
+  type ForwardRequest,
+  type ForwardResponse,
+  type GenerateRequest,
+  type GenerateResponse,
+  type TensorHeader,
+} from '../gen/sahara/v1/sahara.js'
+
+export {AblationMethod, DType, PromptTemplate} from '../gen/sahara/v1/sahara.js'
+export type {AblationSpec, DescribeResponse, ForwardRequest, GenerateRequest, GenerateResponse} from '../gen/sahara/v1/sahara.js'
+
+export class SidecarError extends Error {
+  override name = 'SidecarError'
+  constructor(
+    message: string,
+    /** The gRPC status code name (e.g. INVALID_ARGUMENT), or PROTOCOL for a malformed stream. */
+    readonly code: string,
+  ) {
+    super(message)
+  }
+}
+
+export interface Tensor {
+  name: string
+  dtype: DType
+  shape: number[]
+  data: Float32Array | Float64Array
+}
+
+export interface ForwardResult {
+  tensors: Map<string, Tensor>
+  /** Tokens per prompt after templating. */
+  promptTokens: number[]
+}
+
+export interface ClientOptions {
+  /** Deadline for Describe and health checks (ms). */
+  unaryDeadlineMs?: number
+  /** Deadline for one whole Forward or Generate stream (ms). */
+  streamDeadlineMs?: number
+}
+
+const ITEM_SIZE: Partial<Record<DType, number>> = {[DType.DTYPE_FLOAT32]: 4, [DType.DTYPE_FLOAT64]: 8}
+
+function statusName(code: number): string {
+  return (GrpcStatus as unknown as Record<number, string>)[code] ?? `status ${code}`
+}
+
+/** A readable message for a failed call: `<call> on <endpoint>: <CODE>: <server's message>`. */
+export function toSidecarError(error: unknown, call: string, endpoint: string): SidecarError {
+  if (error instanceof SidecarError) return error
+  const e = error as Partial<ServiceError>
+  if (typeof e?.code === 'number') {
+    const name = statusName(e.code)
+    let detail = e.details || e.message || ''
+    if (e.code === GrpcStatus.UNAVAILABLE) detail += ` (is a sidecar running at ${endpoint}?)`
+    if (e.code === GrpcStatus.DEADLINE_EXCEEDED) detail += ' (the call took longer than its deadline)'
+    return new SidecarError(`${call} on ${endpoint}: ${name}: ${detail}`, name)
+  }
+
+  return new SidecarError(`${call} on ${endpoint}: ${(error as Error)?.message ?? String(error)}`, 'UNKNOWN')
+}
+
+/** Reassemble one Forward stream (header first, then chunks) into typed arrays. */
+export class TensorAssembler {
+  private header: {tensors: TensorHeader[]; promptTokens: number[]} | undefined
+  private readonly buffers = new Map<string, {header: TensorHeader; bytes: Uint8Array; spans: [number, number][]}>()
+
+  add(message: ForwardResponse): void {
+    if (message.header) {
+      if (this.header) throw new SidecarError('Forward stream: a second header', 'PROTOCOL')
+      this.header = {tensors: message.header.tensors, promptTokens: message.header.promptTokens}
+      for (const t of message.header.tensors) {
+        const item = ITEM_SIZE[t.dtype]
+        if (item === undefined) throw new SidecarError(`Forward stream: tensor ${t.name}: unsupported dtype ${DType[t.dtype] ?? t.dtype}`, 'PROTOCOL')
+        const count = t.shape.reduce((a, b) => a * b, 1)
+        if (t.byteLength !== count * item) {
+          throw new SidecarError(
+            `Forward stream: tensor ${t.name}: byte_length ${t.byteLength} does not match shape [${t.shape.join(', ')}] x ${item} bytes`,
+            'PROTOCOL',
+          )
+        }
+
+        if (this.buffers.has(t.name)) throw new SidecarError(`Forward stream: tensor ${t.name} declared twice`, 'PROTOCOL')
+        this.buffers.set(t.name, {header: t, bytes: new Uint8Array(t.byteLength), spans: []})
+      }
+
+      return
+    }
+
+    const chunk = message.chunk
+    if (!chunk) throw new SidecarError('Forward stream: a message with neither header nor chunk', 'PROTOCOL')
+    if (!this.header) throw new SidecarError('Forward stream: a chunk before the header', 'PROTOCOL')
+    const target = this.buffers.get(chunk.name)
+    if (!target) throw new SidecarError(`Forward stream: a chunk of undeclared tensor ${JSON.stringify(chunk.name)}`, 'PROTOCOL')
+    const end = chunk.offset + chunk.data.length
+    if (end > target.header.byteLength) {
+      throw new SidecarError(
+        `Forward stream: tensor ${chunk.name}: chunk [${chunk.offset}, ${end}) past its byte_length ${target.header.byteLength}`,
+        'PROTOCOL',
+      )
+    }
+
+    target.bytes.set(chunk.data, chunk.offset)
+    target.spans.push([chunk.offset, end])
+  }
+
+  finish(): ForwardResult {
+    if (!this.header) throw new SidecarError('Forward stream ended without a header', 'PROTOCOL')
+    const tensors = new Map<string, Tensor>()
+    for (const [name, {header, bytes, spans}] of this.buffers) {
+      spans.sort((a, b) => a[0] - b[0])
+      let covered = 0
+      for (const [start, end] of spans) {
+        if (start !== covered) {
+          throw new SidecarError(
+            `Forward stream: tensor ${name}: ${start < covered ? 'overlapping chunks' : 'missing bytes'} at offset ${Math.min(start, covered)}`,
+            'PROTOCOL',
+          )
+        }
+
+        covered = end
+      }
+
+      if (covered !== header.byteLength) {
+        throw new SidecarError(`Forward stream: tensor ${name}: got ${covered} of ${header.byteLength} bytes`, 'PROTOCOL')
+      }
+
+      tensors.set(name, {name, dtype: header.dtype, shape: header.shape, data: decodeLittleEndian(bytes, header.dtype)})
+    }
+
+    return {tensors, promptTokens: this.header.promptTokens}
+  }
+}
+
+/** Little-endian bytes (freshly allocated, so aligned) as a typed array; byte-swapped on big-endian hosts. */
+export function decodeLittleEndian(bytes: Uint8Array, dtype: DType): Float32Array | Float64Array {
+  const item = ITEM_SIZE[dtype]
+  if (item === undefined) throw new SidecarError(`unsupported dtype ${DType[dtype] ?? dtype}`, 'PROTOCOL')
+  if (endianness() === 'LE' && bytes.byteOffset % item === 0) {
+    return item === 4
+      ? new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4)
+      : new Float64Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 8)
+  }
+
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  const n = bytes.byteLength / item
+  const out = item === 4 ? new Float32Array(n) : new Float64Array(n)
+  for (let i = 0; i < n; i++) out[i] = item === 4 ? view.getFloat32(i * 4, true) : view.getFloat64(i * 8, true)
+  return out
+}
+
+export class SidecarClient {
+  private readonly service: AblationServiceClient
+  private readonly health: HealthClient
+  private readonly unaryDeadlineMs: number
+  private readonly streamDeadlineMs: number
+
+  constructor(
+    readonly endpoint: string,
+    options: ClientOptions = {},
+  ) {
+    const channelOptions = {'grpc.max_receive_message_length': 64 * 1024 * 1024}
+    this.service = new AblationServiceClient(endpoint, credentials.createInsecure(), channelOptions)
+    this.health = new HealthClient(endpoint, credentials.createInsecure(), channelOptions)
+    this.unaryDeadlineMs = options.unaryDeadlineMs ?? 60_000
+    this.streamDeadlineMs = options.streamDeadlineMs ?? 6 * 60 * 60_000
+  }
+
+  private deadline(ms: number): Date {
+    return new Date(Date.now() + ms)
+  }
+
+  /** SERVING / NOT_SERVING / ... for the whole server (service "") or a named service. */
+  healthCheck(service = ''): Promise<string> {
+    return new Promise((resolve, reject) => {
+      this.health.check({service}, new Metadata(), {deadline: this.deadline(this.unaryDeadlineMs)}, (error, response) => {
+        if (error) reject(toSidecarError(error, 'Health.Check', this.endpoint))
+        else resolve(HealthCheckResponse_ServingStatus[response.status] ?? String(response.status))
+      })
+    })
+  }
+
+  /** Wait until the channel connects, then until health says SERVING. */
+  async waitUntilServing(timeoutMs: number): Promise<void> {
+    const until = Date.now() + timeoutMs
+    let last = ''
+    while (Date.now() < until) {
+      try {
+        last = await this.healthCheck()
+        if (last === 'SERVING') return
+      } catch (error) {
+        last = (error as Error).message
+      }
+
+      await new Promise((r) => setTimeout(r, 200))
+    }
+
+    throw new SidecarError(`sidecar at ${this.endpoint} not serving after ${timeoutMs} ms (last: ${last})`, 'DEADLINE_EXCEEDED')
+  }
+
+  describe(): Promise<DescribeResponse> {
+    return new Promise((resolve, reject) => {
+      this.service.describe({}, new Metadata(), {deadline: this.deadline(this.unaryDeadlineMs)}, (error, response) => {
+        if (error) reject(toSidecarError(error, 'Describe', this.endpoint))
+        else resolve(response)
+      })
+    })
+  }
+
+  /** One Forward call, its streamed tensors reassembled. */
+  forward(request: Partial<ForwardRequest> & {prompts: string[]; specs: AblationSpec[]}): Promise<ForwardResult> {
+    const full: ForwardRequest = {
+      template: 0,
+      returnLogprobs: false,
+      returnHidden: false,
+      maxBatchRows: 0,
+      ...request,
+    }
+    return new Promise((resolve, reject) => {
+      const assembler = new TensorAssembler()
+      const stream = this.service.forward(full, {deadline: this.deadline(this.streamDeadlineMs)})
+      let failed = false
+      stream.on('data', (message: ForwardResponse) => {
+        if (failed) return
+        try {
+          assembler.add(message)
+        } catch (error) {
+          failed = true
+          stream.cancel()
+          reject(toSidecarError(error, 'Forward', this.endpoint))
+        }
+      })
+      stream.on('error', (error) => {
+        if (!failed) {
+          failed = true
+          reject(toSidecarError(error, 'Forward', this.endpoint))
+        }
+      })
+      stream.on('end', () => {
+        if (failed) return
+        try {
+          resolve(assembler.finish())
+        } catch (error) {
+          reject(toSidecarError(error, 'Forward', this.endpoint))
+        }
+      })
+    })
+  }
+
+  /** One Generate call; the replies in prompt order. */
+  generate(request: Partial<GenerateRequest> & {prompts: string[]}): Promise<GenerateResponse[]> {
+    const full: GenerateRequest = {template: 0, maxNewTokens: 0, maxBatchRows: 0, ...request}
+    return new Promise((resolve, reject) => {
+      const replies: (GenerateResponse | undefined)[] = Array.from({length: request.prompts.length})
+      const stream = this.service.generate(full, {deadline: this.deadline(this.streamDeadlineMs)})
+      let failed = false
+      const fail = (error: unknown) => {
+        if (failed) return
+        failed = true
+        stream.cancel()
+        reject(toSidecarError(error, 'Generate', this.endpoint))
+      }
+
+      stream.on('data', (message: GenerateResponse) => {
+        if (message.index >= replies.length) fail(new SidecarError(`Generate stream: reply for index ${message.index} of ${replies.length} prompts`, 'PROTOCOL'))
+        else replies[message.index] = message
+      })
+      stream.on('error', fail)
+      stream.on('end', () => {
+        if (failed) return
+        const missing = replies.findIndex((r) => r === undefined)
+        if (missing >= 0) fail(new SidecarError(`Generate stream ended without a reply for prompt ${missing}`, 'PROTOCOL'))
+        else resolve(replies as GenerateResponse[])
+      })
+    })
+  }
+
+  close(): void {
+    this.service.close()
+    this.health.close()
+  }
+}
