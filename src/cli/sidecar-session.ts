@@ -13,8 +13,8 @@ export const sidecarFlags = {
     description: 'host:port of a running sidecar (e.g. from `sahara sidecar start`); without it a local sidecar is started and stopped',
     helpValue: 'HOST:PORT',
   }),
-  device: Flags.string({description: 'device for a sidecar this command starts (cpu, cuda, cuda:1); default: the sidecar\'s choice'}),
-  dtype: Flags.string({description: 'weights dtype for a sidecar this command starts', options: ['float32', 'bfloat16']}),
+  device: Flags.string({description: 'device for a sidecar this command starts', options: ['auto', 'cpu', 'cuda']}),
+  dtype: Flags.string({description: 'weights dtype for a sidecar this command starts', options: ['auto', 'float32', 'bfloat16', 'float16']}),
   verbose: Flags.boolean({description: 'forward the sidecar\'s log (stderr) to stderr', default: false}),
 }
 

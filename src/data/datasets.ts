@@ -177,14 +177,15 @@ export function parseCsv(text: string, path: string): CsvRecord[] {
   let quoted = false
   let quoteLine = 0
   let atFieldStart = true
+  let blank = true // nothing, not even a quote, on this record's line(s) yet
 
   const endRecord = () => {
     fields.push(field)
-    // A blank line is no record.
-    if (!(fields.length === 1 && fields[0] === '')) records.push({line: recordLine, fields})
+    if (!blank) records.push({line: recordLine, fields}) // a blank line is no record
     fields = []
     field = ''
     atFieldStart = true
+    blank = true
   }
 
   for (let i = 0; i < text.length; i++) {
@@ -209,6 +210,7 @@ export function parseCsv(text: string, path: string): CsvRecord[] {
       continue
     }
 
+    if (c !== '\n' && c !== '\r') blank = false
     if (c === '"' && atFieldStart) {
       quoted = true
       quoteLine = line
@@ -230,7 +232,7 @@ export function parseCsv(text: string, path: string): CsvRecord[] {
   }
 
   if (quoted) throw new DatasetError(`${path}:${quoteLine}: unterminated quoted field`)
-  if (field !== '' || fields.length > 0) endRecord()
+  if (!blank) endRecord()
   return records
 }
 

@@ -166,7 +166,7 @@ export async function startSidecar(options: SidecarOptions): Promise<RunningSide
     port: listening.port,
     pid: child.pid ?? listening.pid,
     model: listening.model,
-    stop: (graceMs = 5000) => stopChild(child, graceMs),
+    stop: (graceMs = 8000) => stopChild(child, graceMs),
   }
 }
 

@@ -17,8 +17,8 @@ Other commands use it with --endpoint 127.0.0.1:<port>; \`sahara sidecar stop\` 
   static override flags = {
     model: Flags.string({char: 'm', description: 'organism, organism-natural, a local model directory or a hub id', default: 'organism'}),
     port: Flags.integer({description: 'port on 127.0.0.1 (0 = a free one)', default: 0, min: 0, max: 65_535}),
-    device: Flags.string({description: 'cpu, cuda, cuda:1 (default: the sidecar\'s choice)'}),
-    dtype: Flags.string({description: 'weights dtype', options: ['float32', 'bfloat16']}),
+    device: Flags.string({description: 'device (auto: cuda when available)', options: ['auto', 'cpu', 'cuda']}),
+    dtype: Flags.string({description: 'weights dtype', options: ['auto', 'float32', 'bfloat16', 'float16']}),
     'state-dir': Flags.string({description: 'where the state file and logs go', default: defaultStateDir}),
   }
 

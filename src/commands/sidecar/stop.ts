@@ -10,7 +10,7 @@ export default class SidecarStop extends SaharaCommand {
 
   static override flags = {
     'state-dir': Flags.string({description: 'where the state file is', default: defaultStateDir}),
-    grace: Flags.integer({description: 'seconds to wait after SIGTERM before SIGKILL', default: 5, min: 0}),
+    grace: Flags.integer({description: 'seconds to wait after SIGTERM before SIGKILL', default: 8, min: 0}),
   }
 
   async run(): Promise<{stopped: boolean; pid?: number}> {

@@ -1,0 +1,80 @@
+import {describe, expect, it} from 'vitest'
+
+import {DEFAULT_SMOOTHING, klAgainstClean, klDivergence} from '../../src/science/kl.js'
+
+const logs = (ps: number[]) => Float32Array.from(ps.map(Math.log))
+
+describe('klDivergence', () => {
+  it('matches a hand-computed case (exact, smoothing 0)', () => {
+    // p = (1/2, 1/4, 1/4), q = (1/4, 1/4, 1/2)
+    // KL(p||q) = 1/2*ln(2) + 1/4*ln(1) + 1/4*ln(1/2) = (1/2 - 1/4) ln 2 = ln(2)/4 = 0.17328679513998632
+    const kl = klDivergence(logs([0.5, 0.25, 0.25]), logs([0.25, 0.25, 0.5]), {smoothing: 0})
+    expect(kl).toBeCloseTo(Math.LN2 / 4, 7) // float32 inputs: ~1e-8 relative
+    expect(kl).toBeCloseTo(0.17328679513998632, 7)
+  })
+
+  it('is zero for identical rows and positive otherwise', () => {
+    const p = logs([0.1, 0.2, 0.3, 0.4])
+    expect(klDivergence(p, p, {smoothing: 0})).toBe(0)
+    expect(klDivergence(p, p)).toBe(0)
+    expect(klDivergence(p, logs([0.4, 0.3, 0.2, 0.1]), {smoothing: 0})).toBeGreaterThan(0)
+  })
+
+  it('is asymmetric: KL(p||q) != KL(q||p)', () => {
+    const p = logs([0.9, 0.1])
+    const q = logs([0.5, 0.5])
+    // KL(p||q) = .9 ln 1.8 + .1 ln .2 = 0.36806..., KL(q||p) = .5 ln(5/9) + .5 ln 5 = 0.51082...
+    expect(klDivergence(p, q, {smoothing: 0})).toBeCloseTo(0.9 * Math.log(1.8) + 0.1 * Math.log(0.2), 6)
+    expect(klDivergence(q, p, {smoothing: 0})).toBeCloseTo(0.5 * Math.log(5 / 9) + 0.5 * Math.log(5), 6)
+  })
+
+  it('defaults to the authors\' smoothing: 1e-12 added to both, no renormalisation', () => {
+    expect(DEFAULT_SMOOTHING).toBe(1e-12)
+    // p = (1, 0), q = (0, 1): exact KL is infinite; smoothed it is
+    //   (1 + 1e-12) ln((1 + 1e-12)/1e-12) + 1e-12 ln(1e-12/(1 + 1e-12)) ~= ln(1e12) = 27.631...
+    const p = Float32Array.from([0, Number.NEGATIVE_INFINITY])
+    const q = Float32Array.from([Number.NEGATIVE_INFINITY, 0])
+    expect(klDivergence(p, q, {smoothing: 0})).toBe(Number.POSITIVE_INFINITY)
+    const s = 1e-12
+    const expected = (1 + s) * Math.log((1 + s) / s) + s * Math.log(s / (1 + s))
+    expect(klDivergence(p, q)).toBeCloseTo(expected, 9)
+    expect(klDivergence(p, q)).toBeCloseTo(12 * Math.LN10, 6)
+  })
+
+  it('smoothing changes small values measurably only where probabilities are tiny', () => {
+    const p = logs([0.5, 0.25, 0.25])
+    const q = logs([0.25, 0.25, 0.5])
+    const exact = klDivergence(p, q, {smoothing: 0})
+    const smoothed = klDivergence(p, q)
+    expect(Math.abs(exact - smoothed)).toBeLessThan(1e-11)
+    // A large smoothing visibly shrinks the divergence (both distributions move toward uniform mass).
+    expect(klDivergence(p, q, {smoothing: 0.5})).toBeLessThan(exact)
+  })
+
+  it('treats zero-probability clean tokens as contributing nothing (exact KL)', () => {
+    const p = Float32Array.from([0, Number.NEGATIVE_INFINITY]) // (1, 0)
+    const q = logs([0.5, 0.5])
+    expect(klDivergence(p, q, {smoothing: 0})).toBeCloseTo(Math.LN2, 7)
+  })
+
+  it('rejects rows of different length and bad smoothing', () => {
+    expect(() => klDivergence([0, 0], [0], {smoothing: 0})).toThrow(/differ in length: clean has 2, ablated has 1/)
+    expect(() => klDivergence([0], [0], {smoothing: -1})).toThrow(/smoothing must be/)
+    expect(() => klDivergence([0], [0], {smoothing: Number.NaN})).toThrow(/smoothing must be/)
+  })
+})
+
+describe('klAgainstClean', () => {
+  it('scores every ablated row of a [rows, vocab] block against row 0', () => {
+    const block = new Float32Array([...logs([0.5, 0.25, 0.25]), ...logs([0.5, 0.25, 0.25]), ...logs([0.25, 0.25, 0.5])])
+    const kl = klAgainstClean(block, 3, 3, {smoothing: 0})
+    expect(kl).toBeInstanceOf(Float64Array)
+    expect(kl.length).toBe(2)
+    expect(kl[0]).toBe(0)
+    expect(kl[1]).toBeCloseTo(Math.LN2 / 4, 7)
+  })
+
+  it('checks the block size', () => {
+    expect(() => klAgainstClean(new Float32Array(5), 2, 3)).toThrow(/expected rows\*vocab = 2\*3/)
+  })
+})
