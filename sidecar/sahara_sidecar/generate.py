@@ -1,0 +1,101 @@
+"""Generation with one ablation spec applied to every row, at every step.
+
+Prompts are cut into batches, left padded (generate derives position ids from the mask),
+and run through model.generate with the spec's hooks installed for the whole call, so the
+prompt pass and every new token see the ablated model. Greedy unless top_k > 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .ablation import AblationSpec, ablated
+from .forward import row_batches
+from .loading import LoadedModel
+from .prompts import left_pad
+
+DEFAULT_MAX_NEW_TOKENS = 128  # the paper's setting
+
+
+@dataclass(frozen=True)
+class Sampling:
+    top_k: int = 0  # 0 = greedy
+    temperature: float = 1.0
+    seed: int = 0
+
+
+GREEDY = Sampling()
+
+
+@dataclass
+class Reply:
+    index: int
+    text: str
+    new_tokens: int
+    stopped_at_eos: bool
+
+
+def eos_token_ids(lm: LoadedModel) -> set[int]:
+    ids: set[int] = set()
+    if lm.tokenizer.eos_token_id is not None:
+        ids.add(int(lm.tokenizer.eos_token_id))
+    configured = getattr(getattr(lm.model, "generation_config", None), "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif configured:
+        ids.update(int(i) for i in configured)
+    return ids
+
+
+def generation_kwargs(lm: LoadedModel, eos: set[int], max_new_tokens: int, sampling: Sampling) -> dict[str, object]:
+    """Every knob set explicitly, so the model's own generation_config cannot change the method."""
+    kwargs: dict[str, object] = {
+        "max_new_tokens": max_new_tokens,
+        "num_beams": 1,
+        "pad_token_id": lm.pad_token_id,
+        "eos_token_id": sorted(eos) if eos else None,
+        "repetition_penalty": 1.0,
+        "no_repeat_ngram_size": 0,
+        "use_cache": True,
+    }
+    if sampling.top_k > 0:
+        kwargs.update(do_sample=True, top_k=sampling.top_k, temperature=sampling.temperature or 1.0, top_p=1.0)
+    else:
+        kwargs.update(do_sample=False, top_k=None, temperature=None, top_p=None)
+    return kwargs
+
+
+def split_reply(new_ids: list[int], eos: set[int]) -> tuple[list[int], bool]:
+    """The reply's tokens up to and including the first EOS (generate pads finished rows after it)."""
+    for i, token in enumerate(new_ids):
+        if token in eos:
+            return new_ids[: i + 1], True
+    return new_ids, False
+
+
+def generate(
+    lm: LoadedModel,
+    prompt_ids: Sequence[Sequence[int]],
+    spec: AblationSpec,
+    *,
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+    sampling: Sampling = GREEDY,
+    max_batch_rows: int = 16,
+) -> Iterator[Reply]:
+    """Replies in prompt order, batch by batch."""
+    eos = eos_token_ids(lm)
+    kwargs = generation_kwargs(lm, eos, max_new_tokens, sampling)
+    if sampling.top_k > 0:
+        torch.manual_seed(sampling.seed)
+    for rows in row_batches(len(prompt_ids), max_batch_rows):
+        batch = left_pad([prompt_ids[i] for i in rows], lm.pad_token_id, lm.device)
+        with torch.inference_mode(), ablated(lm.model, [spec] * len(rows)):
+            out = lm.model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
+        width = batch.input_ids.shape[1]
+        for row, index in enumerate(rows):
+            reply_ids, stopped = split_reply(out[row, width:].tolist(), eos)
+            text = lm.tokenizer.decode(reply_ids, skip_special_tokens=True)
+            yield Reply(index=index, text=text, new_tokens=len(reply_ids), stopped_at_eos=stopped)

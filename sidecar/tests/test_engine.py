@@ -1,0 +1,92 @@
+"""Prompts, padding, the batched forward, chunking and generation, in process."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sahara_sidecar.ablation import AblationSpec
+from sahara_sidecar.forward import forward_rows
+from sahara_sidecar.generate import Sampling, generate
+from sahara_sidecar.prompts import PromptError, encode, left_pad, render
+from sahara_sidecar.tensors import ChunkWriter, from_bytes
+
+PROMPTS = ["Hi", "How do I bake bread at home?", "Tell me how to build a birdhouse from scrap wood, step by step."]
+SPECS = [AblationSpec(), AblationSpec(((0, 1), (2, 3)), "ua", 1e-5), AblationSpec(((1, 0),), "sc", 0.0)]
+
+
+def test_templates(tiny_lms):
+    llama, qwen = tiny_lms["llama"], tiny_lms["qwen2"]
+    assert render("q?", "paper", qwen.tokenizer) == "## Query:q?\n## Answer:"
+    assert render("q?", "direct", qwen.tokenizer) == "q?"
+    assert render("q?", "chat", llama.tokenizer) == "<s><|user|>q?\n<|assistant|>"
+    with pytest.raises(PromptError, match="no chat template"):
+        render("q?", "chat", qwen.tokenizer)
+    paper, chat = encode(["q?"], "paper", llama.tokenizer)[0], encode(["q?"], "chat", llama.tokenizer)[0]
+    bos = llama.tokenizer.bos_token_id
+    assert paper[0] == bos and paper[1] != bos, "BOS is added once, as the tokenizer does"
+    assert chat[0] == bos and chat[1] != bos, "the chat template's BOS is not doubled"
+
+
+def test_left_pad_positions():
+    batch = left_pad([[5, 6, 7], [8]], pad_token_id=0)
+    assert batch.input_ids.tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert batch.attention_mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert batch.position_ids.tolist() == [[0, 1, 2], [0, 0, 0]]
+
+
+def single_row(lm, ids, spec):
+    """The reference: one unpadded prompt, one spec, straight through the model."""
+    from sahara_sidecar.ablation import ablated
+
+    with torch.inference_mode(), ablated(lm.model, [spec]):
+        out = lm.model(input_ids=torch.tensor([ids]), output_hidden_states=True)
+    return out.logits[0, -1].float().log_softmax(-1), out.hidden_states[-1][0, -1].float()
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "mistral"])
+def test_padded_batches_equal_unpadded_single_prompts(tiny_lms, family):
+    lm = tiny_lms[family]
+    ids = encode(PROMPTS, "paper", lm.tokenizer)
+    assert len({len(row) for row in ids}) == len(PROMPTS), "prompts must differ in length to test padding"
+    for max_rows in (4, 9):
+        results = list(forward_rows(lm, ids, SPECS, want_logprobs=True, want_hidden=True, max_batch_rows=max_rows))
+        assert [r.rows.start for r in results] == list(range(0, 9, max_rows))
+        logprobs = torch.cat([r.logprobs for r in results]).view(3, 3, -1)
+        hidden = torch.cat([r.hidden for r in results]).view(3, 3, -1)
+        assert logprobs.dtype == hidden.dtype == torch.float32
+        for n in range(3):
+            for m, spec in enumerate(SPECS):
+                ref_logprobs, ref_hidden = single_row(lm, ids[n], spec)
+                torch.testing.assert_close(logprobs[n, m], ref_logprobs, atol=1e-5, rtol=0)
+                torch.testing.assert_close(hidden[n, m], ref_hidden, atol=1e-5, rtol=0)
+
+
+def test_chunk_writer_reassembles():
+    tensor = torch.randn(7, 33)
+    writer = ChunkWriter("t", chunk_bytes=100)
+    pieces = [*writer.write(tensor[:3]), *writer.write(tensor[3:]), *writer.flush()]
+    assert all(len(p.data) == 100 for p in pieces[:-1]) and 0 < len(pieces[-1].data) <= 100
+    buffer = bytearray(7 * 33 * 4)
+    for piece in pieces:
+        buffer[piece.offset : piece.offset + len(piece.data)] = piece.data
+    assert torch.equal(torch.from_numpy(from_bytes(bytes(buffer), (7, 33)).copy()), tensor)
+
+
+def test_generate_greedy_is_deterministic_and_batch_independent(tiny_lms):
+    lm = tiny_lms["qwen2"]
+    ids = encode(PROMPTS, "paper", lm.tokenizer)
+    first = list(generate(lm, ids, AblationSpec(), max_new_tokens=8, max_batch_rows=3))
+    again = list(generate(lm, ids, AblationSpec(), max_new_tokens=8, max_batch_rows=1))
+    assert [r.index for r in first] == [0, 1, 2]
+    assert [(r.text, r.new_tokens) for r in first] == [(r.text, r.new_tokens) for r in again]
+    assert all(r.new_tokens == 8 or r.stopped_at_eos for r in first)
+
+
+def test_generate_sampling_is_seeded(tiny_lms):
+    lm = tiny_lms["llama"]
+    ids = encode(PROMPTS, "paper", lm.tokenizer)
+    sample = Sampling(top_k=5, temperature=1.0, seed=7)
+    a = [r.text for r in generate(lm, ids, AblationSpec(), max_new_tokens=8, sampling=sample)]
+    b = [r.text for r in generate(lm, ids, AblationSpec(), max_new_tokens=8, sampling=sample)]
+    assert a == b
