@@ -1,0 +1,296 @@
+"""The gRPC services: grpc.health.v1 Health and sahara.v1 AblationService.
+
+Requests are validated here, into the sidecar's own types (ablation.AblationSpec, template
+names), before any model work; every problem becomes INVALID_ARGUMENT naming the field and
+index. The model is shared, and hooks are installed on it per forward, so model work runs
+one batch at a time under a lock; anything unexpected becomes INTERNAL and the server keeps
+serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from typing import TypeVar
+
+import grpc
+import torch
+import transformers
+
+from . import __version__, loading
+from .ablation import AblationError, AblationSpec, validate_spec
+from .forward import forward_rows
+from .generate import DEFAULT_MAX_NEW_TOKENS, Sampling, generate
+from .prompts import PromptError, encode
+from .protos import health_pb2, health_pb2_grpc, sahara_pb2, sahara_pb2_grpc
+from .tensors import ChunkWriter, Piece
+
+log = logging.getLogger("sahara_sidecar")
+
+SERVICE_NAME = "sahara.v1.AblationService"
+DEFAULT_MAX_BATCH_ROWS = 64
+MAX_MESSAGE_BYTES = 64 << 20
+
+_METHODS = {
+    sahara_pb2.ABLATION_METHOD_UA: "ua",
+    sahara_pb2.ABLATION_METHOD_SC: "sc",
+    sahara_pb2.ABLATION_METHOD_MEAN: "mean",
+}
+_TEMPLATES = {
+    sahara_pb2.PROMPT_TEMPLATE_UNSPECIFIED: "paper",
+    sahara_pb2.PROMPT_TEMPLATE_PAPER: "paper",
+    sahara_pb2.PROMPT_TEMPLATE_DIRECT: "direct",
+    sahara_pb2.PROMPT_TEMPLATE_CHAT: "chat",
+}
+_DTYPES = {
+    torch.float32: sahara_pb2.DTYPE_FLOAT32,
+    torch.float64: sahara_pb2.DTYPE_FLOAT64,
+    torch.bfloat16: sahara_pb2.DTYPE_BFLOAT16,
+    torch.float16: sahara_pb2.DTYPE_FLOAT16,
+}
+
+
+class InvalidRequest(ValueError):
+    """A request the client must fix; becomes INVALID_ARGUMENT with this message."""
+
+
+# --- validation: proto -> sidecar types ---------------------------------------------------
+
+
+def to_spec(spec: sahara_pb2.AblationSpec, lm: loading.LoadedModel, where: str) -> AblationSpec:
+    heads = tuple((h.layer, h.head) for h in spec.heads)
+    if not math.isfinite(spec.eps):
+        raise InvalidRequest(f"{where}.eps: must be a finite number, got {spec.eps}")
+    if not heads:
+        return AblationSpec()  # the clean model; method and eps do not matter
+    if spec.method not in _METHODS:
+        name = sahara_pb2.AblationMethod.Name(spec.method) if spec.method == 0 else str(spec.method)
+        raise InvalidRequest(f"{where}.method: {name} is not a method; a spec with heads needs UA, SC or MEAN")
+    converted = AblationSpec(heads=heads, method=_METHODS[spec.method], eps=spec.eps)
+    validate_spec(converted, lm.geometry, where=where)
+    return converted
+
+
+def to_template(template: int) -> str:
+    if template not in _TEMPLATES:
+        raise InvalidRequest(f"template: unknown value {template}; expected PAPER, DIRECT or CHAT")
+    return _TEMPLATES[template]
+
+
+def encode_prompts(prompts: list[str], template: int, lm: loading.LoadedModel) -> list[list[int]]:
+    if not prompts:
+        raise InvalidRequest("prompts: no prompts given; send at least one")
+    for i, prompt in enumerate(prompts):
+        if not prompt:
+            raise InvalidRequest(f"prompts[{i}] is an empty string")
+    ids = encode(prompts, to_template(template), lm.tokenizer)
+    limit = loading.max_positions(lm.model)
+    for i, row in enumerate(ids):
+        if limit and len(row) > limit:
+            raise InvalidRequest(f"prompts[{i}] has {len(row)} tokens; the model takes at most {limit} positions")
+    return ids
+
+
+# --- services ------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class AblationService(sahara_pb2_grpc.AblationServiceServicer):
+    def __init__(self, lm: loading.LoadedModel, default_max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS) -> None:
+        self.lm = lm
+        self.default_max_batch_rows = default_max_batch_rows
+        self.model_lock = threading.Lock()
+
+    def Describe(
+        self, request: sahara_pb2.DescribeRequest, context: grpc.ServicerContext
+    ) -> sahara_pb2.DescribeResponse:
+        return self._guard(context, lambda: describe(self.lm))
+
+    def Forward(
+        self, request: sahara_pb2.ForwardRequest, context: grpc.ServicerContext
+    ) -> Iterator[sahara_pb2.ForwardResponse]:
+        return self._guard_stream(context, lambda: self._forward(request))
+
+    def Generate(
+        self, request: sahara_pb2.GenerateRequest, context: grpc.ServicerContext
+    ) -> Iterator[sahara_pb2.GenerateResponse]:
+        return self._guard_stream(context, lambda: self._generate(request))
+
+    def _forward(self, request: sahara_pb2.ForwardRequest) -> Iterator[sahara_pb2.ForwardResponse]:
+        lm = self.lm
+        prompt_ids = encode_prompts(list(request.prompts), request.template, lm)
+        if not request.specs:
+            raise InvalidRequest(
+                "specs: no ablation specs given; send at least one (a spec with no heads is the clean model)"
+            )
+        specs = [to_spec(spec, lm, f"specs[{i}]") for i, spec in enumerate(request.specs)]
+        if not (request.return_logprobs or request.return_hidden):
+            raise InvalidRequest("return_logprobs and return_hidden are both false; ask for at least one")
+
+        n, m = len(prompt_ids), len(specs)
+        writers: dict[str, ChunkWriter] = {}
+        header = sahara_pb2.ForwardHeader(prompt_tokens=[len(ids) for ids in prompt_ids])
+        for name, wanted, width in (
+            ("logprobs", request.return_logprobs, lm.vocab_size),
+            ("hidden", request.return_hidden, lm.geometry.hidden_size),
+        ):
+            if wanted:
+                writers[name] = ChunkWriter(name)
+                header.tensors.append(
+                    sahara_pb2.TensorHeader(
+                        name=name, dtype=sahara_pb2.DTYPE_FLOAT32, shape=[n, m, width], byte_length=n * m * width * 4
+                    )
+                )
+        yield sahara_pb2.ForwardResponse(header=header)
+
+        batches = forward_rows(
+            lm,
+            prompt_ids,
+            specs,
+            want_logprobs=request.return_logprobs,
+            want_hidden=request.return_hidden,
+            max_batch_rows=request.max_batch_rows or self.default_max_batch_rows,
+        )
+        for batch in self._locked(batches):
+            for name, tensor in (("logprobs", batch.logprobs), ("hidden", batch.hidden)):
+                if tensor is not None:
+                    yield from _chunks(writers[name].write(tensor))
+        for writer in writers.values():
+            yield from _chunks(writer.flush())
+
+    def _generate(self, request: sahara_pb2.GenerateRequest) -> Iterator[sahara_pb2.GenerateResponse]:
+        lm = self.lm
+        prompt_ids = encode_prompts(list(request.prompts), request.template, lm)
+        spec = to_spec(request.spec, lm, "spec")
+        sampling = Sampling(
+            top_k=request.sampling.top_k, temperature=request.sampling.temperature or 1.0, seed=request.sampling.seed
+        )
+        if not (math.isfinite(sampling.temperature) and sampling.temperature > 0):
+            raise InvalidRequest(f"sampling.temperature: must be a positive number, got {sampling.temperature}")
+        replies = generate(
+            lm,
+            prompt_ids,
+            spec,
+            max_new_tokens=request.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
+            sampling=sampling,
+            max_batch_rows=request.max_batch_rows or self.default_max_batch_rows,
+        )
+        for reply in self._locked(replies):
+            yield sahara_pb2.GenerateResponse(
+                index=reply.index, text=reply.text, new_tokens=reply.new_tokens, stopped_at_eos=reply.stopped_at_eos
+            )
+
+    def _locked(self, items: Iterator[T]) -> Iterator[T]:
+        """Advance a model-work iterator one step at a time under the model lock (hooks are model-global)."""
+        while True:
+            with self.model_lock:
+                try:
+                    item = next(items)
+                except StopIteration:
+                    return
+            yield item
+
+    @staticmethod
+    def _guard(context: grpc.ServicerContext, work: Callable[[], T]) -> T:
+        try:
+            return work()
+        except (InvalidRequest, AblationError, PromptError) as err:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        except Exception as err:  # every other failure is reported, and the server goes on
+            log.exception("request failed")
+            context.abort(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}")
+
+    @staticmethod
+    def _guard_stream(context: grpc.ServicerContext, work: Callable[[], Iterator[T]]) -> Iterator[T]:
+        try:
+            yield from work()
+        except (InvalidRequest, AblationError, PromptError) as err:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        except Exception as err:
+            log.exception("request failed")
+            context.abort(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}")
+
+
+def _chunks(pieces: list[Piece]) -> Iterator[sahara_pb2.ForwardResponse]:
+    for piece in pieces:
+        yield sahara_pb2.ForwardResponse(
+            chunk=sahara_pb2.TensorChunk(name=piece.name, offset=piece.offset, data=piece.data)
+        )
+
+
+def describe(lm: loading.LoadedModel) -> sahara_pb2.DescribeResponse:
+    model, tokenizer, geo = lm.model, lm.tokenizer, lm.geometry
+    parameters, total = loading.parameter_facts(model)
+    return sahara_pb2.DescribeResponse(
+        model=lm.name,
+        family=str(model.config.model_type),
+        num_layers=geo.num_layers,
+        num_heads=geo.num_heads,
+        num_kv_heads=geo.num_kv_heads,
+        head_dim=geo.head_dim,
+        hidden_size=geo.hidden_size,
+        vocab_size=lm.vocab_size,
+        dtype=_DTYPES.get(lm.dtype, sahara_pb2.DTYPE_UNSPECIFIED),
+        device=str(lm.device),
+        parameters=[sahara_pb2.ParameterCount(name=p.name, shape=list(p.shape), count=p.count) for p in parameters],
+        total_parameters=total,
+        q_proj_bias=loading.projection_bias(model, "q_proj"),
+        o_proj_bias=loading.projection_bias(model, "o_proj"),
+        queries_normalised=loading.queries_normalised(model),
+        max_positions=loading.max_positions(model),
+        has_chat_template=lm.has_chat_template,
+        bos_token=tokenizer.bos_token or "",
+        eos_token=tokenizer.eos_token or "",
+        sidecar_version=__version__,
+        torch_version=torch.__version__,
+        transformers_version=transformers.__version__,
+    )
+
+
+class HealthService(health_pb2_grpc.HealthServicer):
+    """Standard health checks: SERVING for "" and the ablation service while the model is up."""
+
+    SERVICES = ("", SERVICE_NAME)
+
+    def __init__(self) -> None:
+        self.status = health_pb2.HealthCheckResponse.SERVING
+
+    def Check(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
+        if request.service not in self.SERVICES:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+        return health_pb2.HealthCheckResponse(status=self.status)
+
+    def Watch(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext
+    ) -> Iterator[health_pb2.HealthCheckResponse]:
+        """Sends the current status once, then ends the stream."""
+        if request.service not in self.SERVICES:
+            yield health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+            return
+        yield health_pb2.HealthCheckResponse(status=self.status)
+
+
+def build_server(
+    lm: loading.LoadedModel, host: str = "127.0.0.1", port: int = 0, max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS
+) -> tuple[grpc.Server, int, HealthService]:
+    """A started server and the port it listens on (port 0 picks a free one)."""
+    options = [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=options)
+    health = HealthService()
+    sahara_pb2_grpc.add_AblationServiceServicer_to_server(AblationService(lm, max_batch_rows), server)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    bound = server.add_insecure_port(address)
+    if bound == 0:
+        raise OSError(f"cannot listen on {host}:{port}")
+    server.start()
+    return server, bound, health

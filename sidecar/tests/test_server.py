@@ -1,0 +1,264 @@
+"""The sidecar over real gRPC: a `python -m sahara_sidecar serve` process on a tiny GQA model."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import torch
+
+from sahara_sidecar import loading
+from sahara_sidecar.ablation import AblationSpec
+from sahara_sidecar.forward import forward_rows
+from sahara_sidecar.prompts import encode
+from sahara_sidecar.protos import health_pb2, health_pb2_grpc, sahara_pb2, sahara_pb2_grpc
+
+SIDECAR = Path(__file__).resolve().parents[1]
+PROMPTS = ["Hi", "How do I bake bread at home?", "Tell me how to build a birdhouse from scrap wood, step by step."]
+UA, SC, MEAN = sahara_pb2.ABLATION_METHOD_UA, sahara_pb2.ABLATION_METHOD_SC, sahara_pb2.ABLATION_METHOD_MEAN
+
+
+def start_server(model_dir: Path, tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, dict]:
+    log = open(tmp_path / "sidecar.log", "w")  # noqa: SIM115 - the process owns it
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sahara_sidecar", "serve", "--model", str(model_dir), "--threads", "1", *extra],
+        cwd=SIDECAR,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    line: list[str] = []
+    reader = threading.Thread(target=lambda: line.append(proc.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout=90)
+    if not line or not line[0]:
+        proc.kill()
+        raise RuntimeError(f"sidecar did not report listening:\n{(tmp_path / 'sidecar.log').read_text()}")
+    return proc, json.loads(line[0])
+
+
+@pytest.fixture(scope="module")
+def server(tiny_dirs, tmp_path_factory):
+    proc, ready = start_server(tiny_dirs["qwen2"], tmp_path_factory.mktemp("server"), "--max-batch-rows", "4")
+    channel = grpc.insecure_channel(
+        f"127.0.0.1:{ready['port']}", options=[("grpc.max_receive_message_length", 64 << 20)]
+    )
+    yield {"proc": proc, "ready": ready, "channel": channel, "dir": tiny_dirs["qwen2"]}
+    channel.close()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0, "the sidecar exits cleanly on SIGTERM"
+    assert proc.stdout.read() == "", "stdout carries the listening line only"
+
+
+@pytest.fixture(scope="module")
+def stub(server):
+    return sahara_pb2_grpc.AblationServiceStub(server["channel"])
+
+
+@pytest.fixture(scope="module")
+def local(server):
+    return loading.load(str(server["dir"]), device="cpu", dtype="float32")
+
+
+def spec(heads=(), method=UA, eps=1e-5) -> sahara_pb2.AblationSpec:
+    pb_heads = [sahara_pb2.Head(layer=layer, head=head) for layer, head in heads]
+    return sahara_pb2.AblationSpec(heads=pb_heads, method=method, eps=eps)
+
+
+def forward(stub, **request) -> tuple[sahara_pb2.ForwardHeader, dict[str, np.ndarray], int]:
+    """Call Forward and reassemble the tensors from their chunks by offset."""
+    responses = list(stub.Forward(sahara_pb2.ForwardRequest(**request), timeout=60))
+    assert responses[0].WhichOneof("part") == "header"
+    header = responses[0].header
+    buffers = {t.name: bytearray(t.byte_length) for t in header.tensors}
+    filled = dict.fromkeys(buffers, 0)
+    for response in responses[1:]:
+        assert response.WhichOneof("part") == "chunk"
+        chunk = response.chunk
+        assert len(chunk.data) <= (1 << 20)
+        buffers[chunk.name][chunk.offset : chunk.offset + len(chunk.data)] = chunk.data
+        filled[chunk.name] += len(chunk.data)
+    assert filled == {name: len(buffer) for name, buffer in buffers.items()}
+    tensors = {
+        t.name: np.frombuffer(bytes(buffers[t.name]), dtype="<f4").reshape(tuple(t.shape)) for t in header.tensors
+    }
+    return header, tensors, len(responses) - 1
+
+
+def expect_invalid(call, *fragments: str) -> str:
+    with pytest.raises(grpc.RpcError) as caught:
+        result = call()
+        if not isinstance(result, sahara_pb2.DescribeResponse):
+            list(result)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    for fragment in fragments:
+        assert fragment in caught.value.details()
+    return caught.value.details()
+
+
+def test_listening_line(server):
+    ready = server["ready"]
+    assert ready["event"] == "listening" and ready["port"] > 0 and ready["pid"] == server["proc"].pid
+    assert ready["host"] == "127.0.0.1" and ready["model"] == str(Path(server["dir"]).resolve())
+
+
+def test_health_serving(server):
+    health = health_pb2_grpc.HealthStub(server["channel"])
+    for service in ("", "sahara.v1.AblationService"):
+        assert (
+            health.Check(health_pb2.HealthCheckRequest(service=service)).status
+            == health_pb2.HealthCheckResponse.SERVING
+        )
+        watched = list(health.Watch(health_pb2.HealthCheckRequest(service=service), timeout=10))
+        assert watched[0].status == health_pb2.HealthCheckResponse.SERVING
+    with pytest.raises(grpc.RpcError) as caught:
+        health.Check(health_pb2.HealthCheckRequest(service="nope"))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_describe_gqa_model(stub, local):
+    facts = stub.Describe(sahara_pb2.DescribeRequest())
+    assert (facts.family, facts.num_layers, facts.num_heads, facts.num_kv_heads) == ("qwen2", 3, 4, 2)
+    assert (facts.head_dim, facts.hidden_size, facts.vocab_size, facts.max_positions) == (16, 64, 300, 256)
+    assert facts.dtype == sahara_pb2.DTYPE_FLOAT32 and facts.device == "cpu"
+    assert facts.q_proj_bias and not facts.o_proj_bias and not facts.queries_normalised
+    assert not facts.has_chat_template and (facts.bos_token, facts.eos_token) == ("<s>", "</s>")
+    assert facts.sidecar_version and facts.torch_version == torch.__version__ and facts.transformers_version
+    by_name = {p.name: p for p in facts.parameters}
+    q = by_name["model.layers.0.self_attn.q_proj.weight"]
+    assert (list(q.shape), q.count) == ([64, 64], 4096)
+    assert list(by_name["model.layers.0.self_attn.k_proj.weight"].shape) == [32, 64]  # 2 kv heads x 16
+    assert "lm_head.weight" in by_name, "tied tensors are listed under every name"
+    unique = sum(p.numel() for p in local.model.parameters())
+    assert facts.total_parameters == unique == sum(p.count for p in facts.parameters) - 300 * 64
+
+
+def test_forward_equals_in_process(stub, local):
+    specs = [spec(), spec([(0, 1), (2, 3)], UA, 1e-5), spec([(1, 0)], SC, 0.0), spec([(2, 2)], MEAN)]
+    header, tensors, _ = forward(
+        stub, prompts=PROMPTS, specs=specs, return_logprobs=True, return_hidden=True, max_batch_rows=5
+    )
+    assert list(header.prompt_tokens) == [len(ids) for ids in encode(PROMPTS, "paper", local.tokenizer)]
+    assert [(t.name, list(t.shape), t.dtype) for t in header.tensors] == [
+        ("logprobs", [3, 4, 300], sahara_pb2.DTYPE_FLOAT32),
+        ("hidden", [3, 4, 64], sahara_pb2.DTYPE_FLOAT32),
+    ]
+    ids = encode(PROMPTS, "paper", local.tokenizer)
+    local_specs = [
+        AblationSpec(),
+        AblationSpec(((0, 1), (2, 3)), "ua", 1e-5),
+        AblationSpec(((1, 0),), "sc", 0.0),
+        AblationSpec(((2, 2),), "mean", 0.0),
+    ]
+    for n, prompt_ids in enumerate(ids):  # each prompt alone, unpadded: the padded server batch must agree
+        for m, local_spec in enumerate(local_specs):
+            (alone,) = forward_rows(
+                local, [prompt_ids], [local_spec], want_logprobs=True, want_hidden=True, max_batch_rows=1
+            )
+            np.testing.assert_allclose(tensors["logprobs"][n, m], alone.logprobs[0].numpy(), atol=1e-5, rtol=0)
+            np.testing.assert_allclose(tensors["hidden"][n, m], alone.hidden[0].numpy(), atol=1e-5, rtol=0)
+    assert not np.allclose(tensors["logprobs"][:, 0], tensors["logprobs"][:, 1])
+    assert np.allclose(np.exp(tensors["logprobs"]).sum(-1), 1.0, atol=1e-4)
+
+
+def test_forward_templates_and_single_output(stub):
+    header, tensors, _ = forward(
+        stub, prompts=PROMPTS[:1], template=sahara_pb2.PROMPT_TEMPLATE_DIRECT, specs=[spec()], return_hidden=True
+    )
+    assert list(tensors) == ["hidden"] and tensors["hidden"].shape == (1, 1, 64)
+    _, paper, _ = forward(stub, prompts=PROMPTS[:1], specs=[spec()], return_hidden=True)
+    assert header.prompt_tokens[0] < 10 and not np.allclose(tensors["hidden"], paper["hidden"])
+
+
+def test_large_tensor_streams_in_chunks(stub):
+    specs = [spec([(layer, head)], SC, 0.0) for layer in range(3) for head in range(4)] * 25  # 300 specs
+    header, tensors, chunks = forward(stub, prompts=PROMPTS, specs=specs, return_logprobs=True, max_batch_rows=64)
+    assert header.tensors[0].byte_length == 3 * 300 * 300 * 4 > (1 << 20)
+    assert chunks == 2
+    np.testing.assert_array_equal(tensors["logprobs"][:, :12], tensors["logprobs"][:, 12:24])
+
+
+def test_invalid_requests_then_still_serving(stub):
+    ok = dict(prompts=PROMPTS, specs=[spec()], return_logprobs=True)
+
+    def call(**changes):
+        return lambda: stub.Forward(sahara_pb2.ForwardRequest(**{**ok, **changes}), timeout=30)
+
+    expect_invalid(
+        call(specs=[spec(), spec(), spec(), spec([(9, 2)])]),
+        "specs[3].heads[0] L9H2",
+        "layer 9 out of range",
+        "3 layers (0..2)",
+    )
+    expect_invalid(call(specs=[spec([(0, 0), (1, 7)])]), "specs[0].heads[1] L1H7", "head 7 out of range")
+    expect_invalid(call(prompts=[]), "prompts", "no prompts")
+    expect_invalid(call(prompts=["fine", ""]), "prompts[1]", "empty")
+    expect_invalid(call(specs=[]), "specs", "no ablation specs")
+    expect_invalid(
+        call(specs=[spec([(0, 0)], sahara_pb2.ABLATION_METHOD_UNSPECIFIED)]), "specs[0].method", "UNSPECIFIED"
+    )
+    expect_invalid(call(specs=[spec([(0, 0)], 42)]), "specs[0].method")
+    expect_invalid(call(specs=[spec(), spec([(0, 0)], UA, math.nan)]), "specs[1].eps", "finite")
+    expect_invalid(call(specs=[spec([(0, 0)], SC, math.inf)]), "specs[0].eps", "finite")
+    expect_invalid(call(return_logprobs=False), "return_logprobs", "return_hidden")
+    expect_invalid(call(template=sahara_pb2.PROMPT_TEMPLATE_CHAT), "chat template")
+    expect_invalid(
+        lambda: stub.Generate(sahara_pb2.GenerateRequest(prompts=["x"], spec=spec([(5, 0)], UA)), timeout=30),
+        "spec.heads[0] L5H0",
+    )
+    _, tensors, _ = forward(stub, **ok)
+    assert tensors["logprobs"].shape == (3, 1, 300)
+
+
+def test_generate_greedy_deterministic_and_ablation_changes_it(stub):
+    def replies(ablation, **extra):
+        request = sahara_pb2.GenerateRequest(prompts=PROMPTS, spec=ablation, max_new_tokens=12, **extra)
+        return [(r.index, r.text, r.new_tokens, r.stopped_at_eos) for r in stub.Generate(request, timeout=60)]
+
+    clean = replies(spec())
+    assert [r[0] for r in clean] == [0, 1, 2]
+    assert all(0 < r[2] <= 12 and (r[2] == 12 or r[3]) for r in clean)
+    assert replies(spec(), max_batch_rows=1) == clean
+    every_head = [(layer, head) for layer in range(3) for head in range(4)]
+    ablated = replies(spec(every_head, SC, 0.0))
+    assert ablated != clean
+    sampled = sahara_pb2.Sampling(top_k=5, temperature=1.0, seed=3)
+    assert replies(spec(), sampling=sampled) == replies(spec(), sampling=sampled)
+
+
+def run_serve(model_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "sahara_sidecar", "serve", "--model", str(model_dir), "--threads", "1"],
+        cwd=SIDECAR,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+
+
+def test_missing_model_exits_2(tmp_path):
+    done = run_serve(tmp_path / "no-such-model")
+    assert done.returncode == 2 and done.stdout == ""
+    assert "model directory" in done.stderr and "does not exist" in done.stderr
+
+
+def test_unsupported_family_exits_2(tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=300, n_positions=64)).save_pretrained(
+        tmp_path
+    )
+    done = run_serve(tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert "'gpt2' is not supported" in done.stderr and "q_proj and o_proj" in done.stderr
