@@ -20,8 +20,8 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 if not (SIDECAR / "sahara_sidecar" / "_gen" / "sahara" / "v1" / "sahara_pb2.py").exists():
     subprocess.run(["bash", str(SIDECAR / "gen_protos.sh")], check=True, env={**os.environ, "PYTHON": sys.executable})
 
-import torch  # noqa: E402
 import tiny_models  # noqa: E402
+import torch  # noqa: E402
 
 from sahara_sidecar import loading  # noqa: E402
 

@@ -121,13 +121,17 @@ def test_ablation_leaves_earlier_residual_stream_bit_identical(tiny_lms, family,
             with ablated(lm.model, [spec, spec]):
                 hit = lm.model(input_ids=input_ids, output_hidden_states=True).hidden_states
             for upto in range(layer + 1):  # hidden_states[i] is the input of layer i
-                assert torch.equal(hit[upto], clean[upto]), f"{method} at layer {layer} changed the input of layer {upto}"
+                assert torch.equal(hit[upto], clean[upto]), (
+                    f"{method} at layer {layer} changed the input of layer {upto}"
+                )
             assert not torch.equal(hit[layer + 1], clean[layer + 1])
 
 
 def test_validate_spec_messages(tiny_lms):
     geo = tiny_lms["llama"].geometry
-    with pytest.raises(AblationError, match=r"specs\[3\]\.heads\[0\] L9H2: layer 9 out of range; the model has 3 layers"):
+    with pytest.raises(
+        AblationError, match=r"specs\[3\]\.heads\[0\] L9H2: layer 9 out of range; the model has 3 layers"
+    ):
         validate_spec(AblationSpec(((9, 2),), "ua", 1e-5), geo, where="specs[3]")
     with pytest.raises(AblationError, match=r"heads\[1\] L0H4: head 4 out of range"):
         validate_spec(AblationSpec(((0, 0), (0, 4)), "sc", 1e-5), geo)
