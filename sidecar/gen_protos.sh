@@ -13,7 +13,7 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
-python="${PYTHON:-$here/.venv/bin/python}"
+python="${SAHARA_PYTHON:-${PYTHON:-$here/.venv/bin/python}}"
 out="$here/sahara_sidecar/_gen"
 
 rm -rf "$out"

@@ -1,4 +1,4 @@
-"""Command line: `python -m sahara_sidecar serve --model DIR ...`.
+"""Command line: `python -m sahara_sidecar serve --model DIR ...` and `... health --port N`.
 
 stdout carries exactly one line, when the model is loaded and the server listens:
     {"event": "listening", "host": "127.0.0.1", "port": 50051, "pid": 1234, "model": "/path"}
@@ -31,6 +31,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     serve.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
     serve.add_argument("--max-batch-rows", type=int, default=64, help="default rows per forward")
     serve.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    health = commands.add_parser("health", help="check a running sidecar; exit 0 if it is SERVING, else 1")
+    health.add_argument("--host", default="127.0.0.1")
+    health.add_argument("--port", type=int, required=True)
+    health.add_argument("--service", default="", help='"" (the server) or sahara.v1.AblationService')
+    health.add_argument("--timeout", type=float, default=5.0, help="seconds")
     return parser.parse_args(argv)
 
 
@@ -80,11 +85,33 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_health(args: argparse.Namespace) -> int:
+    """For container health checks; imports grpc and the stubs only, not torch."""
+    import grpc
+
+    from .protos import health_pb2, health_pb2_grpc
+
+    address = f"[{args.host}]:{args.port}" if ":" in args.host else f"{args.host}:{args.port}"
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
+            )
+        except grpc.RpcError as err:
+            print(f"{address}: {err.code().name}: {err.details()}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(status)
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "health":
+        return check_health(args)
     return 2
 
 

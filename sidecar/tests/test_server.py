@@ -126,6 +126,14 @@ def test_health_serving(server):
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+def test_health_command(server):
+    port = str(server["ready"]["port"])
+    done = subprocess.run(
+        [sys.executable, "-m", "sahara_sidecar", "health", "--port", port], cwd=SIDECAR, capture_output=True, text=True
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "SERVING"), done.stderr
+
+
 def test_describe_gqa_model(stub, local):
     facts = stub.Describe(sahara_pb2.DescribeRequest())
     assert (facts.family, facts.num_layers, facts.num_heads, facts.num_kv_heads) == ("qwen2", 3, 4, 2)
