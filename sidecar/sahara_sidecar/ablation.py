@@ -170,6 +170,16 @@ def _apply_output(x: torch.Tensor, factors: _LayerFactors, num_heads: int) -> to
     return heads.reshape(x.shape)
 
 
+def _move_factors(factors: _LayerFactors, like: torch.Tensor) -> None:
+    """Put the factors on the layer's device and dtype once, not in every forward (each generated token)."""
+    if factors.query_scale is not None:
+        factors.query_scale = factors.query_scale.to(device=like.device, dtype=like.dtype)
+    if factors.output_scale is not None:
+        factors.output_scale = factors.output_scale.to(device=like.device, dtype=like.dtype)
+    if factors.query_mean is not None:
+        factors.query_mean = factors.query_mean.to(device=like.device)
+
+
 def _check_rows(tensor: torch.Tensor, plan: RowAblations) -> None:
     if tensor.shape[0] != plan.rows:
         raise AblationError(f"batch has {tensor.shape[0]} rows but the ablation plan has {plan.rows}")
@@ -192,6 +202,7 @@ def ablated(model: nn.Module, specs: Sequence[AblationSpec | None]) -> Iterator[
     try:
         for layer, factors in plan.layers.items():
             attn = attns[layer]
+            _move_factors(factors, attn.q_proj.weight)
             if factors.query_scale is not None or factors.query_mean is not None:
                 query_module = getattr(attn, "q_norm", None) or attn.q_proj
 

@@ -36,7 +36,7 @@ def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         family: tiny_models.save(
             family, root / family, chat_template=tiny_models.CHAT_TEMPLATE if family == "llama" else None
         )
-        for family in tiny_models.FAMILIES
+        for family in (*tiny_models.FAMILIES, *tiny_models.EXTRA_FAMILIES)
     }
 
 

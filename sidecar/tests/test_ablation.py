@@ -87,7 +87,7 @@ def uniform_causal(t: int) -> torch.Tensor:
     return torch.tril(torch.ones(t, t)) / torch.arange(1, t + 1, dtype=torch.float32)[:, None]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", [*FAMILIES, "qwen3"])
 def test_ua_tiny_eps_gives_uniform_causal_attention(eager_lms, family):
     lm = eager_lms[family]
     geo = lm.geometry

@@ -90,3 +90,26 @@ def test_generate_sampling_is_seeded(tiny_lms):
     a = [r.text for r in generate(lm, ids, AblationSpec(), max_new_tokens=8, sampling=sample)]
     b = [r.text for r in generate(lm, ids, AblationSpec(), max_new_tokens=8, sampling=sample)]
     assert a == b
+
+
+def test_structure_facts(tiny_lms):
+    from sahara_sidecar import loading
+
+    assert loading.queries_normalised(tiny_lms["qwen3"].model)
+    assert not loading.queries_normalised(tiny_lms["qwen2"].model)
+    assert loading.projection_bias(tiny_lms["qwen2"].model, "q_proj")
+    assert not loading.projection_bias(tiny_lms["llama"].model, "q_proj")
+
+
+def test_bfloat16_model_returns_float32(tiny_dirs, tiny_lms):
+    from sahara_sidecar import loading
+
+    lm16 = loading.load(str(tiny_dirs["llama"]), device="cpu", dtype="bfloat16")
+    assert lm16.dtype == torch.bfloat16
+    ids = encode(PROMPTS, "paper", lm16.tokenizer)
+    (low,) = forward_rows(lm16, ids, SPECS[:2], want_logprobs=True, want_hidden=True, max_batch_rows=6)
+    (ref,) = forward_rows(tiny_lms["llama"], ids, SPECS[:2], want_logprobs=True, want_hidden=True, max_batch_rows=6)
+    assert low.logprobs.dtype == low.hidden.dtype == torch.float32
+    assert torch.isfinite(low.logprobs).all()
+    probs, ref_probs = low.logprobs.exp(), ref.logprobs.exp()
+    assert (probs - ref_probs).abs().sum(-1).max() < 0.1, "bf16 and fp32 next-token distributions are close"

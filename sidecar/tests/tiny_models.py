@@ -12,9 +12,17 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, PreTrainedTokenizerFast, Qwen2Config
+from transformers import (
+    AutoModelForCausalLM,
+    LlamaConfig,
+    MistralConfig,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen3Config,
+)
 
 FAMILIES = ("llama", "qwen2", "mistral")
+EXTRA_FAMILIES = ("qwen3",)  # per-head q_norm: UA must act after the norm
 VOCAB_SIZE = 300
 SPECIAL = ["<pad>", "<s>", "</s>"]
 CORPUS = [
@@ -71,6 +79,8 @@ def build_config(family: str, tokenizer: PreTrainedTokenizerFast):
         return Qwen2Config(num_key_value_heads=2, tie_word_embeddings=True, **common)
     if family == "mistral":  # GQA (all 4 query heads share one kv head)
         return MistralConfig(num_key_value_heads=1, sliding_window=None, tie_word_embeddings=False, **common)
+    if family == "qwen3":  # GQA, q_norm/k_norm per head
+        return Qwen3Config(num_key_value_heads=2, head_dim=16, tie_word_embeddings=True, **common)
     raise ValueError(family)
 
 
