@@ -89,7 +89,12 @@ def load(name: str, device: str = "auto", dtype: str = "auto") -> LoadedModel:
     try:
         config = AutoConfig.from_pretrained(source, local_files_only=True)
     except (OSError, ValueError) as err:
-        raise LoadError(f"cannot read a model config from {name} (offline; not a model directory?): {err}") from err
+        if source == name and not path.is_dir():
+            raise LoadError(
+                f"{name} is not a local directory and not in the Hugging Face cache; the sidecar never downloads: "
+                "pass a model directory, or fetch the model into the cache first"
+            ) from err
+        raise LoadError(f"cannot read a model config from {name}: {err}") from err
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
