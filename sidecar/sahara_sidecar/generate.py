@@ -88,9 +88,9 @@ def generate(
     """Replies in prompt order, batch by batch."""
     eos = eos_token_ids(lm)
     kwargs = generation_kwargs(lm, eos, max_new_tokens, sampling)
-    if sampling.top_k > 0:
-        torch.manual_seed(sampling.seed)
     for rows in row_batches(len(prompt_ids), max_batch_rows):
+        if sampling.top_k > 0:  # seeded per batch: other requests may run between our batches
+            torch.manual_seed(sampling.seed + rows.start)
         batch = left_pad([prompt_ids[i] for i in rows], lm.pad_token_id, lm.device)
         with torch.inference_mode(), ablated(lm.model, [spec] * len(rows)):
             out = lm.model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
