@@ -1,13 +1,15 @@
 /**
- * Build once before the suite (buf generate + tsc), so tests that run ./bin/run.js exercise the
- * current source. Cheap when nothing changed: tsc is incremental-free but fast at this size.
+ * Compile once before the suite, so tests that run ./bin/run.js exercise the current source
+ * (stubs are generated first when src/gen is missing). SAHARA_SKIP_BUILD=1 skips it.
  */
 import {execFileSync} from 'node:child_process'
+import {existsSync} from 'node:fs'
 import {dirname, resolve} from 'node:path'
 import {fileURLToPath} from 'node:url'
 
 export default function setup(): void {
-  const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
   if (process.env.SAHARA_SKIP_BUILD === '1') return
-  execFileSync('npm', ['run', '--silent', 'build'], {cwd: root, stdio: ['ignore', 'ignore', 'inherit']})
+  const root = resolve(dirname(fileURLToPath(import.meta.url)), '..')
+  const script = existsSync(resolve(root, 'src', 'gen')) ? 'compile' : 'build'
+  execFileSync('npm', ['run', '--silent', script], {cwd: root, stdio: ['ignore', 'ignore', 'inherit']})
 }

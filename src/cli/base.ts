@@ -28,6 +28,12 @@ export abstract class SaharaCommand extends Command {
     if (!this.quiet) process.stderr.write(`${message}\n`)
   }
 
+  /** With --json oclif prints the error and exits 1 whatever `exit` said; keep the code. */
+  protected override async catch(error: Error & {exitCode?: number; oclif?: {exit?: number}}): Promise<unknown> {
+    if (this.jsonEnabled()) process.exitCode = error.oclif?.exit ?? error.exitCode ?? 1
+    return super.catch(error)
+  }
+
   protected fail(error: unknown): never {
     const usage = error instanceof ConfigError || error instanceof DatasetError || error instanceof ModelError || error instanceof HeadNameError
     if (usage) this.error(error.message, {exit: EXIT_USAGE})

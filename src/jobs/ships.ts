@@ -121,7 +121,7 @@ export async function runShips(
   const nChunks = Math.ceil(prompts.length / plan.promptsPerRequest)
   log(
     `ships: ${model.name} (${facts.family}, L=${geometry.numLayers} H=${geometry.numHeads} vocab=${facts.vocabSize}) on ${params.dataset.name} ` +
-      `(${prompts.length} prompts), ${params.method} eps=${params.eps}, ${nChunks * plan.headGroups.length} requests`,
+      `(${prompts.length} prompts), ${params.method} eps=${formatEps(params.eps)}, ${nChunks * plan.headGroups.length} requests`,
   )
 
   mkdirSync(outDir, {recursive: true})

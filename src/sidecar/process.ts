@@ -12,7 +12,7 @@
  * state directory and outlives the CLI; its {pid, port, model} go into a state file.
  */
 import {type ResultPromise, execa} from 'execa'
-import {existsSync, mkdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
+import {closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 import {resolve} from 'node:path'
 
 import {sidecarDir} from '../paths.js'
@@ -236,19 +236,24 @@ export async function startDetached(options: SidecarOptions & {stateDir: string}
   }
 
   mkdirSync(options.stateDir, {recursive: true})
-  writeFileSync(resolve(options.stateDir, 'sidecar.stdout'), '')
   const outFile = resolve(options.stateDir, 'sidecar.stdout')
   const logFile = resolve(options.stateDir, 'sidecar.log')
+  const out = openSync(outFile, 'w')
+  const err = openSync(logFile, 'w')
   const child = execa(python, serveArgs(options), {
     cwd: sidecarDir,
     detached: true,
-    cleanup: false,
     stdin: 'ignore',
-    stdout: {file: outFile},
-    stderr: {file: logFile},
+    // Plain file descriptors, so the sidecar writes straight to the files and nothing in this
+    // process stays attached to it (execa's {file} targets are piped through the parent).
+    // execa's types only admit literal fd numbers; any open descriptor works at run time.
+    stdout: out as 3,
+    stderr: err as 3,
     reject: false,
     env: {PYTHONUNBUFFERED: '1'},
   })
+  closeSync(out)
+  closeSync(err)
   let exited: string | undefined
   void child.then((r) => {
     exited = r.signal ? `signal ${r.signal}` : `exit code ${r.exitCode}`

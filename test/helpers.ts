@@ -1,0 +1,31 @@
+/** Shared by the CLI and integration tests: run the built CLI, find and build what they need. */
+import {execa} from 'execa'
+import {existsSync} from 'node:fs'
+import {dirname, resolve} from 'node:path'
+import {fileURLToPath} from 'node:url'
+
+export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..')
+export const python = process.env.SAHARA_PYTHON ?? resolve(repoRoot, 'sidecar', '.venv', 'bin', 'python')
+
+/** The real sidecar can run: its venv and its generated gRPC stubs exist. */
+export const sidecarAvailable = existsSync(python) && existsSync(resolve(repoRoot, 'sidecar', 'sahara_sidecar', '_gen'))
+
+/**
+ * Integration tests skip without a sidecar on a developer's machine, but never in CI (CI=true):
+ * there a missing sidecar fails the suite.
+ */
+export const skipIntegration = !sidecarAvailable && process.env.CI !== 'true'
+
+export function cli(args: string[], options: {cwd?: string; timeoutMs?: number} = {}) {
+  return execa(resolve(repoRoot, 'bin', 'run.js'), args, {
+    cwd: options.cwd ?? repoRoot,
+    reject: false,
+    timeout: options.timeoutMs ?? 240_000,
+    env: {NO_COLOR: '1'},
+  })
+}
+
+export async function buildTinyModel(dir: string, family = 'llama'): Promise<string> {
+  await execa(python, [resolve(repoRoot, 'test', 'fixtures', 'build_tiny_model.py'), dir, '--family', family], {cwd: repoRoot})
+  return dir
+}
