@@ -61,6 +61,7 @@ export function klDivergence(clean: LogprobRow, ablated: LogprobRow, options: Kl
 /**
  * KL for every ablated row of one query against its clean row, from one flat [rows, vocab]
  * block (row 0 is the clean model, rows 1.. the ablations): returns rows - 1 values.
+ * Same arithmetic as klDivergence, with the clean distribution's p and log p computed once.
  */
 export function klAgainstClean(
   block: Float32Array,
@@ -72,10 +73,32 @@ export function klAgainstClean(
     throw new RangeError(`block has ${block.length} floats, expected rows*vocab = ${rows}*${vocab}`)
   }
 
-  const clean = block.subarray(0, vocab)
+  const smoothing = options.smoothing ?? DEFAULT_SMOOTHING
+  if (smoothing === 0) {
+    // Exact KL in log space: nothing to precompute beyond what klDivergence does.
+    const clean = block.subarray(0, vocab)
+    const out = new Float64Array(rows - 1)
+    for (let r = 1; r < rows; r++) out[r - 1] = klDivergence(clean, block.subarray(r * vocab, (r + 1) * vocab), options)
+    return out
+  }
+
+  if (!(Number.isFinite(smoothing) && smoothing > 0)) {
+    throw new RangeError(`smoothing must be a finite number >= 0, got ${smoothing}`)
+  }
+
+  const p = new Float64Array(vocab)
+  const logP = new Float64Array(vocab)
+  for (let v = 0; v < vocab; v++) {
+    p[v] = Math.exp(block[v]) + smoothing
+    logP[v] = Math.log(p[v])
+  }
+
   const out = new Float64Array(rows - 1)
   for (let r = 1; r < rows; r++) {
-    out[r - 1] = klDivergence(clean, block.subarray(r * vocab, (r + 1) * vocab), options)
+    const base = r * vocab
+    let sum = 0
+    for (let v = 0; v < vocab; v++) sum += p[v] * (logP[v] - Math.log(Math.exp(block[base + v]) + smoothing))
+    out[r - 1] = sum
   }
 
   return out
