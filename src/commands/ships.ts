@@ -70,7 +70,7 @@ each head in their top-k).`
       this.fail(error)
     }
 
-    this.log(`Ships: ${summary.model} on ${summary.dataset} (${summary.n_queries} queries), ${summary.method} eps=${summary.eps}, ${summary.template} template`)
+    this.log(`Ships: ${summary.model} on ${summary.dataset} (${summary.n_queries} queries), ${summary.method} eps=${formatEps(summary.eps)}, ${summary.template} template`)
     this.log('')
     this.log('rank  head      mean KL        top-k count')
     for (const [i, h] of summary.heads.slice(0, flags.show).entries()) {

@@ -38,6 +38,8 @@ export const TEMPLATE_ENUM: Record<Template, PromptTemplate> = {
 
 /** Floats of log-probs per Forward request: 2^27 float32 = 512 MiB, keeps one request bounded. */
 export const MAX_FLOATS_PER_REQUEST = 2 ** 27
+/** Prompts per request at most, so progress is reported (and partial results written) as it goes. */
+export const MAX_PROMPTS_PER_REQUEST = 32
 
 export interface ShipsParams {
   dataset: Dataset
@@ -90,12 +92,17 @@ export interface Plan {
  * How to split the scan into bounded requests: each request carries the clean spec plus a group
  * of heads for a chunk of prompts, with prompts × (1 + heads) × vocab <= maxFloats.
  */
-export function planRequests(heads: Head[], vocab: number, maxFloats: number = MAX_FLOATS_PER_REQUEST): Plan {
+export function planRequests(
+  heads: Head[],
+  vocab: number,
+  maxFloats: number = MAX_FLOATS_PER_REQUEST,
+  maxPrompts: number = MAX_PROMPTS_PER_REQUEST,
+): Plan {
   const rowsBudget = Math.max(2, Math.floor(maxFloats / vocab))
   const groupSize = Math.max(1, Math.min(heads.length, rowsBudget - 1))
   const headGroups: Head[][] = []
   for (let i = 0; i < heads.length; i += groupSize) headGroups.push(heads.slice(i, i + groupSize))
-  const promptsPerRequest = Math.max(1, Math.floor(rowsBudget / (1 + groupSize)))
+  const promptsPerRequest = Math.max(1, Math.min(maxPrompts, Math.floor(rowsBudget / (1 + groupSize))))
   return {promptsPerRequest, headGroups}
 }
 

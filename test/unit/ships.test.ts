@@ -86,6 +86,9 @@ describe('request planning', () => {
     const plan = planRequests(heads, 1000, 33 * 1000 * 5)
     expect(plan.headGroups).toHaveLength(1)
     expect(plan.promptsPerRequest).toBe(5)
+    // and caps prompts per request, for progress
+    expect(planRequests(heads, 10, 2 ** 27).promptsPerRequest).toBe(32)
+    expect(planRequests(heads, 10, 2 ** 27, 8).promptsPerRequest).toBe(8)
   })
 
   it('splits heads into groups when one prompt exceeds the budget (each with the clean row)', () => {
