@@ -76,13 +76,18 @@ def single_head_specs(geo: ablation.AttentionGeometry, limit: int | None = None)
     return [AblationSpec(heads=(h,), method="ua", eps=1e-5) for h in heads[:limit]]
 
 
-def ships_kl(lm: loading.LoadedModel, ids: list[list[int]], specs: list[AblationSpec], rows: int) -> torch.Tensor:
-    """KL(clean || ablated) per (prompt, head) in float64, [N, len(specs)]."""
+def scan_logprobs(lm: loading.LoadedModel, ids: list[list[int]], specs: list[AblationSpec], rows: int) -> torch.Tensor:
+    """The sidecar's work for a Ships scan: clean + one row per head, last-position log-probs on the CPU."""
     all_specs = [AblationSpec(), *specs]
     out = torch.empty(len(ids) * len(all_specs), lm.vocab_size)
     for batch in forward.forward_rows(lm, ids, all_specs, want_logprobs=True, want_hidden=False, max_batch_rows=rows):
         out[batch.rows.start : batch.rows.stop] = batch.logprobs
-    lp = out.view(len(ids), len(all_specs), -1).double()
+    return out.view(len(ids), len(all_specs), -1)
+
+
+def ships_kl(lm: loading.LoadedModel, ids: list[list[int]], specs: list[AblationSpec], rows: int) -> torch.Tensor:
+    """KL(clean || ablated) per (prompt, head) in float64, [N, len(specs)]."""
+    lp = scan_logprobs(lm, ids, specs, rows).double()
     p = lp[:, :1].exp() + 1e-12
     q = lp[:, 1:].exp() + 1e-12
     return (p * (p.log() - q.log())).sum(-1)
@@ -95,8 +100,8 @@ def organism_check(prompts: list[str]) -> None:
     ids = encode(prompts, "paper", ref.tokenizer)
     specs = single_head_specs(ref.geometry)
     kl_cpu = ships_kl(ref, ids, specs, rows=256).mean(0)
-    ships_kl(gpu, ids, specs, rows=512)  # warm-up
-    seconds = sync_time(lambda: ships_kl(gpu, ids, specs, rows=512))
+    scan_logprobs(gpu, ids, specs, rows=512)  # warm-up
+    seconds = sync_time(lambda: scan_logprobs(gpu, ids, specs, rows=512))
     kl_gpu = ships_kl(gpu, ids, specs, rows=512).mean(0)
     top_cpu = [f"L{specs[i].heads[0][0]}H{specs[i].heads[0][1]}" for i in kl_cpu.argsort(descending=True)[:5]]
     top_gpu = [f"L{specs[i].heads[0][0]}H{specs[i].heads[0][1]}" for i in kl_gpu.argsort(descending=True)[:5]]
@@ -153,9 +158,9 @@ def llama7b_check(prompts: list[str], tokenizer: object, peak: float) -> None:
         prompts=len(ids),
         mean_tokens=round(sum(map(len, ids)) / len(ids), 1),
     )
-    for rows in (64, 128, 256, 512):
-        ships_kl(lm, ids[:8], specs[:7], rows=rows)  # warm-up at this batch size
-        seconds = sync_time(lambda rows=rows: ships_kl(lm, ids, specs, rows=rows))
+    for rows in (64, 128, 256, 512, 1024):
+        scan_logprobs(lm, ids[:8], specs[:7], rows=rows)  # warm-up at this batch size
+        seconds = sync_time(lambda rows=rows: scan_logprobs(lm, ids, specs, rows=rows))
         n_rows = len(ids) * (len(specs) + 1)
         # forward FLOPs: 2 * body params per token (+ lm_head at the last position), padded tokens included
         flops = n_rows * (2 * body * padded + 2 * embedding)
@@ -169,7 +174,8 @@ def llama7b_check(prompts: list[str], tokenizer: object, peak: float) -> None:
         )
     if DEVICE == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    spec = AblationSpec(heads=((2, 26),), method="ua", eps=1e-5)
+    geo = lm.geometry
+    spec = AblationSpec(heads=((min(2, geo.num_layers - 1), min(26, geo.num_heads - 1)),), method="ua", eps=1e-5)
     seconds = sync_time(
         lambda: list(
             generate(
@@ -290,6 +296,7 @@ def main() -> None:
         except Exception as err:
             report(name, error=f"{type(err).__name__}: {err}")
     out = Path(os.environ.get("OUT", ".")) / "gpu_check.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(RESULTS, indent=2))
     print(f"wrote {out}")
 
