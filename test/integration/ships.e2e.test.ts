@@ -2,7 +2,8 @@
  * End to end against the real sidecar (sidecar/.venv + generated stubs): the built CLI starts a
  * sidecar on a tiny random Llama built offline, scans every head of every query, and its
  * TypeScript KL is checked against the same KL computed independently in Python (weight surgery,
- * float64) from the same model and prompts. Also: describe, a detached sidecar through
+ * float64) from the same model and prompts, and against numpy's KL of the very tensors the sidecar
+ * sends (same input, two implementations of the arithmetic). Also: describe, a detached sidecar through
  * `sidecar start|status|stop` used via --endpoint, and a sweep through `run`.
  *
  * Skipped on a machine without the sidecar's environment, never in CI (see test/helpers.ts).
@@ -43,6 +44,16 @@ describe.skipIf(skipIntegration)('ships end to end (real sidecar, tiny Llama)', 
     const {stdout} = await execa(
       python,
       [resolve(repoRoot, 'test/fixtures/reference_ships.py'), '--model', model, '--prompts', prompts, '--method', method, '--eps', String(eps), '--smoothing', String(smoothing)],
+      {cwd: repoRoot},
+    )
+    return (JSON.parse(stdout) as {kl: number[][]}).kl
+  }
+
+  /** Python (numpy, float64) KL from the tensors the sidecar at `endpoint` sends for the same scan. */
+  async function sidecarTensorKl(endpoint: string, method: string, eps: number, smoothing: number): Promise<number[][]> {
+    const {stdout} = await execa(
+      python,
+      [resolve(repoRoot, 'test/fixtures/kl_from_sidecar.py'), '--endpoint', endpoint, '--prompts', prompts, '--method', method, '--eps', String(eps), '--smoothing', String(smoothing)],
       {cwd: repoRoot},
     )
     return (JSON.parse(stdout) as {kl: number[][]}).kl
@@ -95,6 +106,13 @@ describe.skipIf(skipIntegration)('ships end to end (real sidecar, tiny Llama)', 
     expect(readLines(join(dir, 'ua-2'))).toHaveLength(2)
   })
 
+  async function scanVia(endpoint: string, smoothing: number): Promise<string> {
+    const out = join(dir, `sc-${smoothing}`)
+    const result = await cli(['ships', '--model', model, '--dataset', prompts, '--method', 'sc', '--eps', '1e-4', '--smoothing', String(smoothing), '--top-k', String(L * H), '--out', out, '--endpoint', endpoint, '--json'])
+    expect(result.exitCode, result.stderr).toBe(0)
+    return out
+  }
+
   it('describe, and a detached sidecar (start/status/stop) serving ships with SC and exact KL via --endpoint', async () => {
     const start = await cli(['sidecar', 'start', '--model', model, '--state-dir', stateDir(), '--json'])
     expect(start.exitCode, start.stderr).toBe(0)
@@ -118,7 +136,21 @@ describe.skipIf(skipIntegration)('ships end to end (real sidecar, tiny Llama)', 
       const ships = await cli(['ships', '--model', model, '--dataset', prompts, '--method', 'sc', '--eps', '1e-4', '--smoothing', '0', '--top-k', String(L * H), '--out', out, '--endpoint', state.endpoint, '--json'])
       expect(ships.exitCode, ships.stderr).toBe(0)
       expect(JSON.parse(ships.stdout)).toMatchObject({method: 'sc', eps: 1e-4, smoothing: 0})
-      expectMatchesReference(readLines(out), await referenceKl('sc', 1e-4, 0))
+      const lines = readLines(out)
+      expectMatchesReference(lines, await referenceKl('sc', 1e-4, 0))
+
+      // Same tensors, two implementations of the KL arithmetic: TS (float64) and numpy (float64).
+      // The sidecar is deterministic, so the only differences left are summation order.
+      for (const smoothing of [0, 1e-12]) {
+        const sameTensors = await sidecarTensorKl(state.endpoint, 'sc', 1e-4, smoothing)
+        const run = smoothing === 0 ? lines : readLines(await scanVia(state.endpoint, smoothing))
+        for (const [q, line] of run.entries()) {
+          for (const entry of line.top) {
+            const expected = sameTensors[q][entry.layer * H + entry.head_index]
+            expect(Math.abs(entry.kl - expected), `${entry.head}: TS ${entry.kl} vs numpy ${expected}`).toBeLessThanOrEqual(1e-10 * Math.abs(expected) + 1e-14)
+          }
+        }
+      }
 
       // A server-side error comes back readable: status code name and the server's message.
       const badTemplate = await cli(['ships', '--model', model, '--dataset', prompts, '--template', 'chat', '--out', join(dir, 'chat'), '--endpoint', state.endpoint])
