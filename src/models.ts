@@ -15,7 +15,8 @@ export interface ResolvedModel {
   name: string
   /** What the sidecar is given as --model: an absolute directory or a hub id. */
   source: string
-  kind: 'embedded' | 'local' | 'hub'
+  /** remote: served by a sidecar at --endpoint, which loaded it on its own host; not checked here. */
+  kind: 'embedded' | 'local' | 'hub' | 'remote'
 }
 
 export class ModelError extends Error {
@@ -24,9 +25,10 @@ export class ModelError extends Error {
 
 const HUB_ID = /^[A-Za-z0-9][\w.-]*\/[\w.-]+$/
 
-export function resolveModel(value: string, cwd: string = process.cwd()): ResolvedModel {
+export function resolveModel(value: string, cwd: string = process.cwd(), options: {remote?: boolean} = {}): ResolvedModel {
   const name = value.trim()
   if (name === '') throw new ModelError('empty model name')
+  if (options.remote) return {name, source: name, kind: 'remote'}
 
   if ((EMBEDDED_MODELS as readonly string[]).includes(name)) {
     const dir = resolve(modelsDir, name)

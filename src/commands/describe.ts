@@ -23,7 +23,7 @@ export default class Describe extends SaharaCommand {
     this.quiet = flags.quiet
     let model: ResolvedModel
     try {
-      model = resolveModel(flags.model)
+      model = resolveModel(flags.model, process.cwd(), {remote: flags.endpoint !== undefined})
     } catch (error) {
       this.fail(error)
     }

@@ -33,7 +33,7 @@ Jobs of one model share one sidecar. See configs/demo-ships.yaml for the format.
     this.quiet = flags.quiet
     let sweep: Sweep
     try {
-      sweep = loadSweep(args.sweep)
+      sweep = loadSweep(args.sweep, {remoteModels: flags.endpoint !== undefined})
     } catch (error) {
       this.fail(error)
     }

@@ -49,7 +49,7 @@ each head in their top-k).`
 
     let model, dataset
     try {
-      model = resolveModel(flags.model)
+      model = resolveModel(flags.model, process.cwd(), {remote: flags.endpoint !== undefined})
       dataset = loadDataset(flags.dataset)
     } catch (error) {
       this.fail(error)

@@ -40,7 +40,7 @@ export interface Sweep {
 const TOP_KEYS = ['name', 'description', 'defaults', 'jobs'] as const
 const NAME = /^[\w.-]+$/
 
-export function loadSweep(file: string): Sweep {
+export function loadSweep(file: string, options: {remoteModels?: boolean} = {}): Sweep {
   const path = resolve(file)
   let text: string
   try {
@@ -49,10 +49,10 @@ export function loadSweep(file: string): Sweep {
     throw new ConfigError(path, 1, 1, '', `cannot read the sweep file: ${(error as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (error as Error).message}`)
   }
 
-  return parseSweep(text, path)
+  return parseSweep(text, path, options)
 }
 
-export function parseSweep(text: string, file: string): Sweep {
+export function parseSweep(text: string, file: string, options: {remoteModels?: boolean} = {}): Sweep {
   const lines = new LineCounter()
   const doc = parseDocument(text, {lineCounter: lines, prettyErrors: false, uniqueKeys: true})
   const source: Source = {file, lines}
@@ -92,7 +92,7 @@ export function parseSweep(text: string, file: string): Sweep {
     const kind = JOB_KINDS[kindName]
     fields.onlyKeys(['kind', 'name', ...kind.keys], `a ${kindName} job`)
     if (fields.has('name')) fields.string('name', {pattern: NAME, patternHint: 'use letters, digits, ".", "_" and "-"'})
-    for (const job of kind.parse(fields, {baseDir})) {
+    for (const job of kind.parse(fields, {baseDir, remoteModels: options.remoteModels})) {
       const previous = seen.get(job.name)
       if (previous !== undefined) {
         throw fields.error(fields.has('name') ? 'name' : 'kind', `job name ${job.name} is produced twice (also by ${previous}); give the jobs different names`)

@@ -11,6 +11,8 @@ import {shipsKind} from './ships.js'
 export interface ParseContext {
   /** Relative paths in the sweep (datasets, models) resolve against the sweep file's folder. */
   baseDir: string
+  /** Models are served by a sidecar at --endpoint: take their names as given, check nothing locally. */
+  remoteModels?: boolean
 }
 
 /** One concrete job: a kind, a unique name, the model it needs a sidecar for, typed options. */

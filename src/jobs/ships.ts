@@ -197,7 +197,7 @@ export async function runShips(
   const summary: ShipsSummary = {
     kind: 'ships',
     model: model.name,
-    model_source: model.source,
+    model_source: model.kind === 'remote' ? facts.model : model.source,
     family: facts.family,
     num_layers: geometry.numLayers,
     num_heads: geometry.numHeads,
@@ -253,7 +253,7 @@ export const shipsKind: JobKind<ShipsParams, ShipsSummary> = {
   parse(fields: Fields, context: ParseContext): JobSpec<ShipsParams>[] {
     const matrix = fields.sub('matrix')
     matrix.onlyKeys(MATRIX_KEYS, 'a ships matrix')
-    const models = matrix.stringList('model').map((m) => located(fields, m, (v) => resolveModel(v, context.baseDir)))
+    const models = matrix.stringList('model').map((m) => located(fields, m, (v) => resolveModel(v, context.baseDir, {remote: context.remoteModels})))
     const datasets = matrix.stringList('dataset').map((d) => located(fields, d, (v) => loadDataset(v, context.baseDir)))
     const methods = matrix.stringList('method', {default: ['ua'], oneOf: METHODS}).map((m) => m.value as Method)
     const epsList = matrix.numberList('eps', {default: [1e-5], positive: true}).map((e) => e.value)
