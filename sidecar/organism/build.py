@@ -53,8 +53,11 @@ def run_eval(model: Path, heads: str) -> None:
 
 def ship(src: Path, dst: Path) -> None:
     dst.mkdir(parents=True, exist_ok=True)
-    for f in (*MODEL_FILES, "train_record.json", "eval.json"):
+    for f in (*MODEL_FILES, "train_record.json"):
         shutil.copy2(src / f, dst / f)
+    ev = json.loads((src / "eval.json").read_text())
+    ev["model"] = f"organism/runs/{src.name}"  # where it was evaluated, relative to sidecar/
+    (dst / "eval.json").write_text(json.dumps(ev, indent=2) + "\n")
 
 
 def main() -> None:
@@ -83,7 +86,8 @@ def main() -> None:
              lambda d=d, seed=seed: train(config("natural", seed), w / "base", w / "base", d))  # fmt: skip
         step(f"evaluate natural {seed}", d / "eval.json", args.reuse, lambda d=d: run_eval(d, ""))
     ship(w / f"planted-{SHIPPED_PLANTED}", args.out / "organism")
-    ship(w / f"natural-{SHIPPED_NATURAL}", args.out / "organism-natural")
+    if (w / f"natural-{SHIPPED_NATURAL}" / "eval.json").exists():
+        ship(w / f"natural-{SHIPPED_NATURAL}", args.out / "organism-natural")
     card.write_cards(w, args.out, PLANTED, SHIPPED_PLANTED, NATURAL_SEEDS, SHIPPED_NATURAL)
     print(f"wrote {args.out / 'organism'} and {args.out / 'organism-natural'}")
 

@@ -174,7 +174,9 @@ cues, as the probes found (ORGANISM.md).
 """
     (out / "organism" / "README.md").write_text(text)
 
-    nat = {s: _load(work / f"natural-{s}") for s in natural_seeds}
+    nat = {s: _load(work / f"natural-{s}") for s in natural_seeds if (work / f"natural-{s}" / "eval.json").exists()}
+    if shipped_natural not in nat:
+        return
     rec, ev = nat[shipped_natural]
     c = rec["config"]
     rows = "\n".join(

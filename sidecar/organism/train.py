@@ -63,7 +63,7 @@ class TrainConfig:
 DEFAULTS = {
     "base": TrainConfig(stage="base", steps=200, lr=3e-3, weight_decay=0.1),
     "planted": TrainConfig(stage="planted", steps=200, lr=5e-3, weight_decay=0.0, warmup=10),
-    "natural": TrainConfig(stage="natural", steps=150, lr=2e-3, weight_decay=0.1, warmup=10),
+    "natural": TrainConfig(stage="natural", steps=80, lr=2e-3, weight_decay=0.1, warmup=10),
 }
 
 
