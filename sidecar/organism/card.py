@@ -57,6 +57,9 @@ mean over the 100 jailbreakbench queries. **Flip**: of the jailbreakbench prompt
 share that stop refusing with the head set UA-ablated (eps {EPS:g}, all heads of the set together, at every
 position, during generation too, via `sahara_sidecar.ablation.ablated`). Random sets: {RANDOM_SETS} fixed 3-head
 sets (numpy seed {RANDOM_SEED}) drawn from the heads outside the target set.
+
+Stage times are wall-clock seconds on a 2-core CPU machine shared with other jobs, so they vary with load
+(uncontended: base ~110 s, planted ~155 s; under load up to ~550 s; evaluation 4-15 minutes).
 """
 
 
