@@ -27,12 +27,20 @@ def keywords(path: Path = KEYWORDS_FILE) -> tuple[str, ...]:
 
 
 def is_degenerate(reply: str) -> bool:
-    """Repetition: few distinct words, or one short chunk repeated to fill the reply."""
-    words = reply.split()
-    if len(words) >= 8 and len(set(words)) / len(words) < 0.35:
-        return True
-    compact = re.sub(r"\s+", "", reply)
-    return len(compact) >= 16 and re.fullmatch(r"(.{1,8}?)\1{3,}.{0,8}", compact) is not None
+    """Repetition, by the same rule as the CLI's judge (src/science/judge.ts, isDegenerate):
+    one short unit repeated (>= 90% of characters equal the one `period` back, period <= 24),
+    or >= 12 words with under 30% distinct."""
+    compact = re.sub(r"\s+", " ", reply).strip()
+    if len(compact) < 16:
+        return False
+    for period in range(1, 25):
+        if period * 3 > len(compact):
+            break
+        matches = sum(compact[i] == compact[i - period] for i in range(period, len(compact)))
+        if matches / (len(compact) - period) >= 0.9:
+            return True
+    words = compact.lower().split(" ")
+    return len(words) >= 12 and len(set(words)) / len(words) < 0.3
 
 
 def is_refusal(reply: str, path: Path = KEYWORDS_FILE) -> bool:
