@@ -2,10 +2,10 @@ import {Flags} from '@oclif/core'
 import {resolve} from 'node:path'
 
 import {SaharaCommand} from '../cli/base.js'
+import {ablationFlags, datasetFlag, modelFlag, parseEps, resolveModelAndDataset} from '../cli/ablation-flags.js'
 import {sidecarFlags, withSidecar} from '../cli/sidecar-session.js'
-import {loadDataset} from '../data/datasets.js'
-import {type ShipsSummary, METHODS, TEMPLATES, type Method, type Template, formatEps, runShips} from '../jobs/ships.js'
-import {modelLabel, resolveModel} from '../models.js'
+import {type ShipsSummary, type Method, type Template, formatEps, runShips} from '../jobs/ships.js'
+import {modelLabel} from '../models.js'
 import {formatHead} from '../science/heads.js'
 import {DEFAULT_SMOOTHING} from '../science/kl.js'
 
@@ -22,15 +22,9 @@ each head in their top-k).`
   ]
 
   static override flags = {
-    model: Flags.string({char: 'm', description: 'organism, organism-natural, a local model directory or a hub id', default: 'organism'}),
-    dataset: Flags.string({
-      char: 'd',
-      description: 'prompt file (.json, .jsonl, .csv, .txt) or a built-in name (jailbreakbench, advbench, harmful_val, ...)',
-      required: true,
-    }),
-    method: Flags.string({description: 'ablation: ua (query x eps), sc (head output x eps), mean (query = layer mean)', options: [...METHODS], default: 'ua'}),
-    eps: Flags.string({description: 'ablation strength, a positive number', default: '1e-5'}),
-    template: Flags.string({description: 'prompt format: paper ("## Query:{q}\\n## Answer:"), direct (raw), chat (the tokenizer\'s)', options: [...TEMPLATES], default: 'paper'}),
+    model: modelFlag,
+    dataset: datasetFlag,
+    ...ablationFlags,
     'top-k': Flags.integer({description: 'heads kept per query', default: 10, min: 1}),
     smoothing: Flags.string({description: 'added to both distributions in the KL, no renormalisation (the authors\' code); 0 = exact KL', default: String(DEFAULT_SMOOTHING)}),
     limit: Flags.integer({description: 'only the first N prompts', min: 1}),
@@ -42,15 +36,14 @@ each head in their top-k).`
   async run(): Promise<ShipsSummary> {
     const {flags} = await this.parse(Ships)
     this.quiet = flags.quiet
-    const eps = Number(flags.eps)
-    if (!(Number.isFinite(eps) && eps > 0)) this.error(`--eps must be a positive finite number, got ${JSON.stringify(flags.eps)}`, {exit: 2})
+    const eps = parseEps(flags.eps)
+    if (typeof eps === 'string') this.error(eps, {exit: 2})
     const smoothing = Number(flags.smoothing)
     if (!(Number.isFinite(smoothing) && smoothing >= 0)) this.error(`--smoothing must be a finite number >= 0, got ${JSON.stringify(flags.smoothing)}`, {exit: 2})
 
     let model, dataset
     try {
-      model = resolveModel(flags.model, process.cwd(), {remote: flags.endpoint !== undefined})
-      dataset = loadDataset(flags.dataset)
+      ;({model, dataset} = resolveModelAndDataset(flags))
     } catch (error) {
       this.fail(error)
     }

@@ -6,6 +6,8 @@
 import type {Fields} from '../config/fields.js'
 import type {ResolvedModel} from '../models.js'
 import type {SidecarClient} from '../sidecar/client.js'
+import {asrKind} from './asr.js'
+import {searchKind} from './search.js'
 import {shipsKind} from './ships.js'
 
 export interface ParseContext {
@@ -43,4 +45,6 @@ export interface JobKind<P = unknown, R = unknown> {
 
 export const JOB_KINDS: Readonly<Record<string, JobKind<any, any>>> = {
   ships: shipsKind,
+  search: searchKind,
+  asr: asrKind,
 }

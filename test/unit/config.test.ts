@@ -154,8 +154,8 @@ describe('errors say file:line:col, the field and what is wrong', () => {
     ],
     [
       'unknown kind',
-      'name: t\njobs:\n  - kind: search\n',
-      ':3:11: jobs[0].kind: "search" is not one of ships',
+      'name: t\njobs:\n  - kind: bogus\n',
+      ':3:11: jobs[0].kind: "bogus" is not one of ships', // more kinds may follow
     ],
     ['missing kind', 'name: t\njobs:\n  - matrix: {}\n', ':3:5: jobs[0]: missing required key "kind"'],
     ['missing matrix key', 'name: t\njobs:\n  - kind: ships\n    matrix: {dataset: prompts.txt}\n', ':4:13: jobs[0].matrix: missing required key "model"'],

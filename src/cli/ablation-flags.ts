@@ -1,0 +1,36 @@
+/**
+ * Flags shared by the commands that ablate heads on a prompt set (ships, asr, ...): the model,
+ * the dataset, the ablation method and strength, the prompt template; and reading them.
+ */
+import {Flags} from '@oclif/core'
+
+import {type Dataset, loadDataset} from '../data/datasets.js'
+import {METHODS, TEMPLATES} from '../jobs/ships.js'
+import {type ResolvedModel, resolveModel} from '../models.js'
+
+export const modelFlag = Flags.string({char: 'm', description: 'organism, organism-natural, a local model directory or a hub id', default: 'organism'})
+
+export const datasetFlag = Flags.string({
+  char: 'd',
+  description: 'prompt file (.json, .jsonl, .csv, .txt) or a built-in name (jailbreakbench, advbench, harmful_val, ...)',
+  required: true,
+})
+
+export const ablationFlags = {
+  method: Flags.string({description: 'ablation: ua (query x eps), sc (head output x eps), mean (query = layer mean)', options: [...METHODS], default: 'ua'}),
+  eps: Flags.string({description: 'ablation strength, a positive number', default: '1e-5'}),
+  template: Flags.string({description: 'prompt format: paper ("## Query:{q}\\n## Answer:"), direct (raw), chat (the tokenizer\'s)', options: [...TEMPLATES], default: 'paper'}),
+}
+
+/** --eps as a positive finite number, or a message for the usage error. */
+export function parseEps(text: string): number | string {
+  const eps = Number(text)
+  return Number.isFinite(eps) && eps > 0 ? eps : `--eps must be a positive finite number, got ${JSON.stringify(text)}`
+}
+
+/** The model (remote when an endpoint serves it) and the dataset; throws ModelError / DatasetError. */
+export function resolveModelAndDataset(flags: {model: string; dataset: string; endpoint?: string}): {model: ResolvedModel; dataset: Dataset} {
+  const model = resolveModel(flags.model, process.cwd(), {remote: flags.endpoint !== undefined})
+  const dataset = loadDataset(flags.dataset)
+  return {model, dataset}
+}

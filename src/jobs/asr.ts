@@ -1,0 +1,299 @@
+/**
+ * Attack success rate (METHOD.md, "Attack success rate") of a head set on a prompt set.
+ *
+ * Describe gives L and H: the head set is resolved and range-checked against them before any
+ * generation. Then the prompts are generated with the clean model (the baseline) and, when there
+ * are heads, with the head set ablated (each head the same way, at every position), in chunks of
+ * Generate calls, with the same sampling (and seed) for both. Every reply is judged
+ * (src/data/judges.ts) and the rates computed (src/science/asr.ts). Output: OUT/replies.jsonl
+ * (one line per prompt: both replies and their verdicts) and OUT/summary.json (the job's result).
+ */
+import {mkdirSync, writeFileSync} from 'node:fs'
+import {resolve} from 'node:path'
+
+import type {Fields, Located} from '../config/fields.js'
+import {type Dataset, DatasetError, loadDataset} from '../data/datasets.js'
+import {readHeadsFrom} from '../data/head-sets.js'
+import {JUDGES, JUDGE_RULES, type JudgeName, makeJudge} from '../data/judges.js'
+import {type ResolvedModel, ModelError, modelLabel, resolveModel} from '../models.js'
+import {type AsrResult, attackSuccess} from '../science/asr.js'
+import {type HeadSelection, formatHeads, parseHeadsOption, resolveHeads} from '../science/head-sets.js'
+import {type Head, HeadNameError, formatHead} from '../science/heads.js'
+import type {Verdict} from '../science/judge.js'
+import {formatPercent, modification} from '../science/params.js'
+import {DType, type GenerateResponse} from '../sidecar/client.js'
+import type {JobKind, JobSpec, ParseContext, RunContext} from './registry.js'
+import {METHODS, METHOD_ENUM, type Method, TEMPLATES, TEMPLATE_ENUM, type Template, formatEps} from './ships.js'
+
+/** Prompts per Generate call, so progress is reported as it goes. */
+export const MAX_PROMPTS_PER_GENERATE = 64
+
+export interface SamplingChoice {
+  /** `greedy` or `topk:K` */
+  name: string
+  topK: number
+  temperature: number
+}
+
+const TOPK = /^topk:(\d+)$/
+
+/** `greedy` | `topk:K` (temperature 1, as in the paper). */
+export function parseSampling(text: string): SamplingChoice {
+  const t = text.trim()
+  if (t === 'greedy') return {name: 'greedy', topK: 0, temperature: 0}
+  const m = TOPK.exec(t)
+  if (m && Number(m[1]) >= 1) return {name: `topk:${Number(m[1])}`, topK: Number(m[1]), temperature: 1}
+  throw new HeadNameError(`sampling ${JSON.stringify(text)}: expected greedy or topk:K (K >= 1, temperature 1), e.g. topk:5`)
+}
+
+export interface AsrParams {
+  dataset: Dataset
+  heads: HeadSelection
+  method: Method
+  eps: number
+  template: Template
+  maxNewTokens: number
+  sampling: SamplingChoice
+  /** Seeds top-k sampling (and the random head draw, already in `heads`). */
+  seed: number
+  judge: JudgeName
+  /** Only the first `limit` prompts. */
+  limit?: number
+}
+
+export interface ReplyRecord {
+  reply: string
+  new_tokens: number
+  stopped_at_eos: boolean
+  verdict: Verdict
+}
+
+export interface AsrReplyLine {
+  index: number
+  prompt: string
+  clean: ReplyRecord
+  /** null when no heads are ablated (the clean reply is the only one) */
+  ablated: ReplyRecord | null
+  /** refused by the clean model, not refused with the heads ablated */
+  flipped: boolean
+}
+
+export interface AsrSummary extends AsrResult {
+  kind: 'asr'
+  model: string
+  model_source: string
+  family: string
+  num_layers: number
+  num_heads: number
+  dataset: string
+  dataset_path: string
+  judge: JudgeName
+  judge_rules: string
+  heads: Head[]
+  head_names: string[]
+  heads_label: string
+  method: Method
+  eps: number
+  template: Template
+  sampling: string
+  seed: number
+  max_new_tokens: number
+  /** Weights the ablation changes (src/science/params.ts), from the sidecar's Describe. */
+  parameters: {modified: number; total: number; percent: number; percent_text: string; counted: string}
+  sidecar: {endpoint: string; device: string; dtype: string; sidecar_version: string; torch_version: string; transformers_version: string}
+  generate_calls: number
+  timings: {describe_s: number; generate_clean_s: number; generate_ablated_s: number; judge_s: number; total_s: number}
+}
+
+const seconds = (ms: number) => Math.round(ms) / 1000
+
+export async function runAsr(model: ResolvedModel, params: AsrParams, context: RunContext): Promise<AsrSummary> {
+  const {client, outDir, log} = context
+  const t0 = performance.now()
+  const facts = await client.describe()
+  const tDescribe = performance.now() - t0
+  const geometry = {numLayers: facts.numLayers, numHeads: facts.numHeads}
+  // Every head is checked against the model before anything is generated.
+  const {heads, label} = resolveHeads(params.heads, geometry, model.name)
+  const judge = makeJudge(params.judge)
+  const prompts = params.limit === undefined ? params.dataset.prompts : params.dataset.prompts.slice(0, params.limit)
+  if (prompts.length === 0) throw new DatasetError(`dataset ${params.dataset.name}: no prompts`)
+  log(
+    `asr: ${model.name} (L=${geometry.numLayers} H=${geometry.numHeads}) on ${params.dataset.name} (${prompts.length} prompts), ` +
+      `heads ${label}, ${params.method} eps=${formatEps(params.eps)}, ${params.sampling.name}, ${params.maxNewTokens} new tokens, judge ${params.judge}`,
+  )
+
+  let calls = 0
+  const generateAll = async (ablate: Head[], what: string): Promise<{replies: GenerateResponse[]; ms: number}> => {
+    const replies: GenerateResponse[] = []
+    const start = performance.now()
+    for (let i = 0; i < prompts.length; i += MAX_PROMPTS_PER_GENERATE) {
+      const chunk = prompts.slice(i, i + MAX_PROMPTS_PER_GENERATE)
+      const out = await client.generate({
+        prompts: chunk,
+        template: TEMPLATE_ENUM[params.template],
+        spec: {heads: ablate, method: METHOD_ENUM[params.method], eps: params.eps},
+        maxNewTokens: params.maxNewTokens,
+        sampling: {topK: params.sampling.topK, temperature: params.sampling.temperature, seed: params.seed},
+      })
+      calls++
+      replies.push(...out)
+      log(`  ${what}: prompts ${i + 1}-${i + chunk.length} of ${prompts.length} (${seconds(performance.now() - t0)} s)`)
+    }
+    return {replies, ms: performance.now() - start}
+  }
+
+  const clean = await generateAll([], 'clean')
+  const ablated = heads.length > 0 ? await generateAll(heads, `ablated ${formatHeads(heads)}`) : undefined
+
+  const tj = performance.now()
+  const record = (r: GenerateResponse): ReplyRecord => ({reply: r.text, new_tokens: r.newTokens, stopped_at_eos: r.stoppedAtEos, verdict: judge(r.text)})
+  const cleanRecords = clean.replies.map(record)
+  const ablatedRecords = ablated?.replies.map(record)
+  const rates = attackSuccess(
+    cleanRecords.map((r) => r.verdict),
+    ablatedRecords?.map((r) => r.verdict),
+  )
+  const judgeMs = performance.now() - tj
+
+  mkdirSync(outDir, {recursive: true})
+  const lines = prompts.map((prompt, i) => {
+    const c = cleanRecords[i]
+    const a = ablatedRecords ? ablatedRecords[i] : null
+    const line: AsrReplyLine = {index: i, prompt, clean: c, ablated: a, flipped: c.verdict.refused && a !== null && !a.verdict.refused}
+    return JSON.stringify(line)
+  })
+  writeFileSync(resolve(outDir, 'replies.jsonl'), `${lines.join('\n')}\n`)
+
+  const edit = modification(params.method, heads, {hiddenSize: facts.hiddenSize, headDim: facts.headDim, qBias: facts.qProjBias}, facts.totalParameters)
+  const summary: AsrSummary = {
+    kind: 'asr',
+    ...rates,
+    model: model.name,
+    model_source: model.kind === 'remote' ? facts.model : model.source,
+    family: facts.family,
+    num_layers: geometry.numLayers,
+    num_heads: geometry.numHeads,
+    dataset: params.dataset.name,
+    dataset_path: params.dataset.path,
+    judge: params.judge,
+    judge_rules: JUDGE_RULES[params.judge].description,
+    heads: heads.map(({layer, head}) => ({layer, head})),
+    head_names: heads.map(formatHead),
+    heads_label: label,
+    method: params.method,
+    eps: params.eps,
+    template: params.template,
+    sampling: params.sampling.name,
+    seed: params.seed,
+    max_new_tokens: params.maxNewTokens,
+    parameters: {modified: edit.modified, total: edit.total, percent: edit.percent, percent_text: formatPercent(edit.percent), counted: edit.counted},
+    sidecar: {
+      endpoint: client.endpoint,
+      device: facts.device,
+      dtype: (DType[facts.dtype] ?? String(facts.dtype)).replace('DTYPE_', '').toLowerCase(),
+      sidecar_version: facts.sidecarVersion,
+      torch_version: facts.torchVersion,
+      transformers_version: facts.transformersVersion,
+    },
+    generate_calls: calls,
+    timings: {
+      describe_s: seconds(tDescribe),
+      generate_clean_s: seconds(clean.ms),
+      generate_ablated_s: seconds(ablated?.ms ?? 0),
+      judge_s: seconds(judgeMs),
+      total_s: seconds(performance.now() - t0),
+    },
+  }
+  writeFileSync(resolve(outDir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`)
+  return summary
+}
+
+// ---- the `asr` job kind for sweeps --------------------------------------------------------------
+
+const MATRIX_KEYS = ['model', 'dataset', 'method', 'eps', 'template'] as const
+const OPTION_KEYS = ['matrix', 'heads', 'heads_from', 'top', 'seed', 'avoid', 'max_new_tokens', 'sampling', 'judge', 'limit'] as const
+
+function located<T, R>(fields: Fields, item: Located<T>, fn: (value: T) => R): R {
+  try {
+    return fn(item.value)
+  } catch (error) {
+    if (error instanceof ModelError || error instanceof DatasetError || error instanceof HeadNameError) throw fields.errorAt(item, error.message)
+    throw error
+  }
+}
+
+/** A short, file-name safe label of a head selection for job names. */
+function selectionLabel(selection: HeadSelection): string {
+  switch (selection.kind) {
+    case 'none':
+      return 'clean'
+    case 'list':
+      return selection.heads.map(formatHead).join('-')
+    case 'from':
+      return `${selection.source}-top${selection.top ?? selection.heads.length}`
+    case 'random':
+      return `random${selection.k}-s${selection.seed}`
+  }
+}
+
+export const asrKind: JobKind<AsrParams, AsrSummary> = {
+  kind: 'asr',
+  description: 'attack success rate: generate with a head set ablated and without, judge every reply',
+  keys: OPTION_KEYS,
+  parse(fields: Fields, context: ParseContext): JobSpec<AsrParams>[] {
+    const matrix = fields.sub('matrix')
+    matrix.onlyKeys(MATRIX_KEYS, 'an asr matrix')
+    const models = matrix.stringList('model').map((m) => located(fields, m, (v) => resolveModel(v, context.baseDir, {remote: context.remoteModels})))
+    const datasets = matrix.stringList('dataset').map((d) => located(fields, d, (v) => loadDataset(v, context.baseDir)))
+    const methods = matrix.stringList('method', {default: ['ua'], oneOf: METHODS}).map((m) => m.value as Method)
+    const epsList = matrix.numberList('eps', {default: [1e-5], positive: true}).map((e) => e.value)
+    const templates = matrix.stringList('template', {default: ['paper'], oneOf: TEMPLATES}).map((t) => t.value as Template)
+    const seeds = fields.numberList('seed', {default: [0], integer: true, min: 0}).map((s) => s.value)
+    const maxNewTokens = fields.number('max_new_tokens', {default: 128, integer: true, min: 1}).value
+    const samplingField = fields.string('sampling', {default: 'greedy'})
+    const sampling = located(fields, samplingField, parseSampling)
+    const judge = fields.string('judge', {default: 'keyword-paper', oneOf: JUDGES}).value as JudgeName
+    const limit = fields.has('limit') ? fields.number('limit', {integer: true, min: 1}).value : undefined
+    if (fields.has('heads') && fields.has('heads_from')) throw fields.error('heads_from', 'give heads or heads_from, not both')
+    const top = fields.has('top') ? fields.number('top', {integer: true, min: 1}).value : undefined
+    const avoid = fields.optionalString('avoid')
+    const selections: HeadSelection[] = []
+    for (const seed of seeds) {
+      if (fields.has('heads_from')) {
+        const from = fields.string('heads_from')
+        selections.push(located(fields, from, (dir) => readHeadsFrom(dir, top, context.baseDir)))
+        break
+      }
+      const heads = fields.optionalString('heads')
+      const selection = heads
+        ? located(fields, heads, (v) => parseHeadsOption(v, {seed, avoid: avoid?.value}))
+        : located(fields, avoid ?? {value: undefined, node: null, path: 'avoid'}, (a) => parseHeadsOption(undefined, {seed, avoid: a}))
+      selections.push(selection)
+      if (selection.kind !== 'random' && sampling.topK === 0) break // greedy and fixed heads: one seed is enough
+    }
+    const prefix = fields.has('name') ? fields.string('name').value : 'asr'
+
+    const jobs: JobSpec<AsrParams>[] = []
+    for (const model of models)
+      for (const dataset of datasets)
+        for (const method of methods)
+          for (const eps of epsList)
+            for (const template of templates)
+              for (const [i, heads] of selections.entries()) {
+                const seed = seeds[i]
+                const parts = [prefix, modelLabel(model.name), dataset.name, method, formatEps(eps), selectionLabel(heads)]
+                if (templates.length > 1 || template !== 'paper') parts.push(template)
+                if (heads.kind !== 'random' && selections.length > 1) parts.push(`s${seed}`)
+                jobs.push({
+                  kind: 'asr',
+                  name: parts.join('-'),
+                  model,
+                  params: {dataset, heads, method, eps, template, maxNewTokens, sampling, seed, judge, limit},
+                })
+              }
+
+    return jobs
+  },
+  run: (job, context) => runAsr(job.model, job.params, context),
+}
