@@ -1,0 +1,629 @@
+/**
+ * Sahara (METHOD.md, paper Algorithm 1): the greedy search for a group of safety heads.
+ *
+ *   G = {}; base = representation of the clean model (computed once)
+ *   for step in 1..S: score every head h not in G by dataset-level Ships(base, G ∪ {h} ablated);
+ *                     G = G ∪ {argmax} (ties: lowest (layer, head))
+ *
+ * Scores (`score`):
+ * - `angles` (default, the paper): principal angles between the first r_main left singular vectors
+ *   of the clean and ablated representation matrices (final-norm last-token hidden states),
+ *   src/science/subspace.ts; options r_main, centre, angle_sum. Forward asks for hidden states only.
+ * - `kl`: the mean over queries of KL(clean || ablated) of the next-token distribution — the
+ *   query-level Ships (Eq. 9) averaged over the dataset; Forward asks for log-probs only.
+ *
+ * Storage, in OUT/: search.jsonl, one line per finished step, written and fsynced when the step
+ * ends — `{step, group_before, scores: [{layer, head, score_deg | mean_kl}], chosen, settings, ...}`
+ * with every head not in the group — and summary.json (rewritten after every step; also the
+ * job's result). A run resumes from the stored steps when their settings (model, dataset and its
+ * prompts, method, eps, template, score and its options) equal this run's; otherwise it refuses,
+ * naming the first differing field, unless `restart`. A torn last line (a crash mid-write) is
+ * dropped with a warning; any other bad line is an error.
+ */
+import {closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, truncateSync, writeFileSync, writeSync} from 'node:fs'
+import {createHash} from 'node:crypto'
+import {resolve} from 'node:path'
+
+import type {Fields, Located} from '../config/fields.js'
+import {type Dataset, DatasetError, loadDataset} from '../data/datasets.js'
+import {type ResolvedModel, ModelError, modelLabel, resolveModel} from '../models.js'
+import {type Head, allHeads, formatHead} from '../science/heads.js'
+import {DEFAULT_SMOOTHING, klDivergence} from '../science/kl.js'
+import {ANGLE_SUMS, type AngleSum, type Matrix, type Representation, leftSingularVectors, matrix, representation, subspaceShift} from '../science/subspace.js'
+import {type AblationSpec, DType} from '../sidecar/client.js'
+import type {JobKind, JobSpec, ParseContext, RunContext} from './registry.js'
+import {METHODS, METHOD_ENUM, type Method, TEMPLATES, TEMPLATE_ENUM, type Template, formatEps} from './ships.js'
+
+export const SCORES = ['angles', 'kl'] as const
+export type ScoreKind = (typeof SCORES)[number]
+
+/** Floats per Forward request (and per head group held in memory): 2^25 float32 = 128 MiB. */
+export const SEARCH_MAX_FLOATS = 2 ** 25
+
+export interface SearchParams {
+  dataset: Dataset
+  method: Method
+  eps: number
+  template: Template
+  /** Search size S: heads in the final group. */
+  steps: number
+  score: ScoreKind
+  rMain: number
+  centre: boolean
+  angleSum: AngleSum
+  /** KL smoothing (score kl), as in ships. */
+  smoothing: number
+  limit?: number
+  /** Discard stored steps instead of resuming. */
+  restart?: boolean
+  maxFloats?: number
+}
+
+/** What stored steps must agree on to be resumed. Irrelevant options are null. */
+export interface SearchSettings {
+  model: string
+  dataset: string
+  dataset_sha256: string
+  n_queries: number
+  method: Method
+  eps: number
+  template: Template
+  score: ScoreKind
+  r_main: number | null
+  centre: boolean | null
+  angle_sum: AngleSum | null
+  smoothing: number | null
+}
+
+export interface ScoreEntry {
+  layer: number
+  head: number
+  score_deg?: number
+  mean_kl?: number
+}
+
+export interface StepLine {
+  step: number
+  group_before: Head[]
+  scores: ScoreEntry[]
+  chosen: Head
+  settings: SearchSettings
+  requests: number
+  seconds: number
+  finished_at: string
+}
+
+export interface StepResult {
+  step: number
+  head: Head
+  /** The value maximised: score_deg (angles) or mean_kl (kl). */
+  score: number
+  score_deg?: number
+  mean_kl?: number
+  runner_up: (Head & {score: number}) | null
+}
+
+export interface SearchSummary {
+  kind: 'search'
+  model: string
+  model_source: string
+  family: string
+  num_layers: number
+  num_heads: number
+  hidden_size: number
+  dataset: string
+  dataset_path: string
+  n_queries: number
+  method: Method
+  eps: number
+  template: Template
+  score: ScoreKind
+  r_main: number | null
+  centre: boolean | null
+  angle_sum: AngleSum | null
+  smoothing: number | null
+  /** The group found, in the order chosen. */
+  group: Head[]
+  steps: StepResult[]
+  /** Steps read back from OUT/search.jsonl, and those computed by this run. */
+  resumed_steps: number
+  computed_steps: number[]
+  /** The clean representation matrix (score angles): how much of it the mean row explains. */
+  clean_representation?: CleanRepresentationFacts
+  sidecar: {endpoint: string; device: string; dtype: string; sidecar_version: string; torch_version: string; transformers_version: string}
+  requests: number
+  timings: {describe_s: number; base_s: number; forward_s: number; score_s: number; total_s: number}
+}
+
+export interface CleanRepresentationFacts {
+  /** Leading singular values of M (raw) and of M with its column mean removed. */
+  singular_values: number[]
+  singular_values_centred: number[]
+  /** N‖mean row‖² / ‖M‖_F²: the share of M's energy in the mean activation. */
+  mean_energy_share: number
+  /** |cos| between the first left singular vector and the uniform vector 1/√N. */
+  u1_uniform_cosine: number
+}
+
+export class SearchStateError extends Error {
+  override name = 'SearchStateError'
+}
+
+const seconds = (ms: number) => Math.round(ms) / 1000
+
+export function datasetDigest(prompts: readonly string[]): string {
+  return createHash('sha256').update(JSON.stringify(prompts)).digest('hex')
+}
+
+export function searchSettings(modelSource: string, params: SearchParams, prompts: readonly string[]): SearchSettings {
+  const angles = params.score === 'angles'
+  return {
+    model: modelSource,
+    dataset: params.dataset.name,
+    dataset_sha256: datasetDigest(prompts),
+    n_queries: prompts.length,
+    method: params.method,
+    eps: params.eps,
+    template: params.template,
+    score: params.score,
+    r_main: angles ? params.rMain : null,
+    centre: angles ? params.centre : null,
+    angle_sum: angles ? params.angleSum : null,
+    smoothing: angles ? null : params.smoothing,
+  }
+}
+
+export function promptsOf(params: SearchParams): string[] {
+  return params.limit === undefined ? params.dataset.prompts : params.dataset.prompts.slice(0, params.limit)
+}
+
+const sameHead = (a: Head, b: Head) => a.layer === b.layer && a.head === b.head
+
+/**
+ * Read OUT/search.jsonl: the valid steps, in order. Checks every line's settings against
+ * `settings` (first differing field named), step numbering, and that each group_before is the
+ * previous steps' choices. A torn last line is dropped (file truncated to the good prefix) with a
+ * warning. With `restart` the file is emptied instead.
+ */
+export function loadStoredSteps(path: string, settings: SearchSettings, options: {restart?: boolean; log?: (m: string) => void} = {}): StepLine[] {
+  const log = options.log ?? (() => {})
+  if (!existsSync(path)) return []
+  if (options.restart) {
+    writeFileSync(path, '')
+    return []
+  }
+
+  const text = readFileSync(path, 'utf8')
+  if (text === '') return []
+  const parts = text.split('\n')
+  const trailing = parts.pop() as string // '' when the file ends with a newline
+  const steps: StepLine[] = []
+  let goodBytes = 0
+  let torn: string | undefined = trailing === '' ? undefined : `an unterminated last line (${trailing.length} characters)`
+  for (const [i, raw] of parts.entries()) {
+    let line: StepLine
+    try {
+      line = JSON.parse(raw) as StepLine
+      if (typeof line !== 'object' || line === null || !Array.isArray(line.scores) || !line.chosen || !line.settings) throw new Error('not a step record')
+    } catch (error) {
+      if (i === parts.length - 1 && trailing === '') {
+        torn = `an unreadable last line (${(error as Error).message})`
+        break
+      }
+
+      throw new SearchStateError(`${path}: line ${i + 1} is not a valid step record (${(error as Error).message}); fix or remove the file, or use --restart`)
+    }
+
+    for (const key of Object.keys(settings) as (keyof SearchSettings)[]) {
+      if (line.settings[key] !== settings[key]) {
+        throw new SearchStateError(
+          `${path} holds steps made with ${key} = ${JSON.stringify(line.settings[key])}, but this run has ${key} = ${JSON.stringify(settings[key])}: ` +
+            'use another --out, or --restart to discard the stored steps',
+        )
+      }
+    }
+
+    if (line.step !== i + 1) throw new SearchStateError(`${path}: line ${i + 1} is step ${line.step}, expected step ${i + 1}; use --restart`)
+    const expected = steps.map((s) => s.chosen)
+    if (line.group_before.length !== expected.length || !line.group_before.every((h, k) => sameHead(h, expected[k]))) {
+      throw new SearchStateError(`${path}: step ${line.step}'s group_before does not match the heads chosen before it; use --restart`)
+    }
+
+    steps.push(line)
+    goodBytes += Buffer.byteLength(raw, 'utf8') + 1
+  }
+
+  if (torn !== undefined) {
+    log(`warning: ${path}: ignoring ${torn} (a step interrupted while being written); it will be recomputed`)
+    truncateSync(path, goodBytes)
+  }
+
+  return steps
+}
+
+/** Append one line and fsync it: a finished step survives a crash. */
+function appendDurable(path: string, line: string): void {
+  const fd = openSync(path, 'a')
+  try {
+    writeSync(fd, `${line}\n`)
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+}
+
+function writeAtomic(path: string, text: string): void {
+  const tmp = `${path}.tmp`
+  writeFileSync(tmp, text)
+  renameSync(tmp, path)
+}
+
+/** argmax; ties (exactly equal scores) go to the lowest (layer, head). NaN never wins. */
+export function chooseHead(entries: {head: Head; score: number}[]): {best: {head: Head; score: number}; runnerUp: {head: Head; score: number} | null} {
+  const sorted = [...entries].sort((a, b) => {
+    const sa = Number.isNaN(a.score) ? Number.NEGATIVE_INFINITY : a.score
+    const sb = Number.isNaN(b.score) ? Number.NEGATIVE_INFINITY : b.score
+    if (sa !== sb) return sb > sa ? 1 : -1
+    return a.head.layer - b.head.layer || a.head.head - b.head.head
+  })
+  if (sorted.length === 0) throw new Error('chooseHead: no candidates')
+  return {best: sorted[0], runnerUp: sorted[1] ?? null}
+}
+
+/** Head groups and prompt chunks so one request holds at most maxFloats, and one group's matrices too. */
+export function planSearch(nHeads: number, nPrompts: number, floatsPerRow: number, maxFloats: number, holdAllPrompts: boolean): {groupSize: number; promptsPerRequest: number} {
+  const perHead = holdAllPrompts ? nPrompts * floatsPerRow : floatsPerRow
+  const groupSize = Math.max(1, Math.min(nHeads, Math.floor(maxFloats / perHead)))
+  const promptsPerRequest = Math.max(1, Math.min(nPrompts, Math.floor(maxFloats / (groupSize * floatsPerRow))))
+  return {groupSize, promptsPerRequest}
+}
+
+interface Scorer {
+  /** Scores for these candidate heads, each ablated together with `group`. */
+  score(group: Head[], candidates: Head[]): Promise<number[]>
+  requests: number
+  forwardMs: number
+  scoreMs: number
+}
+
+function checkTensor(endpoint: string, name: string, tensor: {shape: number[]} | undefined, expected: number[]): void {
+  if (!tensor || tensor.shape.join(',') !== expected.join(',')) {
+    throw new Error(`Forward on ${endpoint}: expected tensor ${name} of shape [${expected.join(', ')}], got ${tensor ? `[${tensor.shape.join(', ')}]` : 'none'}`)
+  }
+}
+
+function cleanFacts(m: Matrix): CleanRepresentationFacts {
+  const k = Math.min(8, m.rows)
+  const raw = leftSingularVectors(m, k)
+  const centred = leftSingularVectors(m, k, {centre: true})
+  let total = 0
+  for (const x of m.data) total += x * x
+  let meanNorm2 = 0
+  for (let j = 0; j < m.cols; j++) {
+    let s = 0
+    for (let i = 0; i < m.rows; i++) s += m.data[i * m.cols + j]
+    meanNorm2 += (s / m.rows) ** 2
+  }
+
+  let cos = 0
+  for (let i = 0; i < m.rows; i++) cos += raw.vectors.data[i * k] / Math.sqrt(m.rows)
+  return {
+    singular_values: Array.from(raw.singularValues),
+    singular_values_centred: Array.from(centred.singularValues),
+    mean_energy_share: total > 0 ? (m.rows * meanNorm2) / total : 0,
+    u1_uniform_cosine: Math.abs(cos),
+  }
+}
+
+export async function runSearch(model: ResolvedModel, params: SearchParams, context: RunContext): Promise<SearchSummary> {
+  const {client, outDir, log} = context
+  const t0 = performance.now()
+  const facts = await client.describe()
+  const tDescribe = performance.now() - t0
+  const geometry = {numLayers: facts.numLayers, numHeads: facts.numHeads}
+  const heads = allHeads(geometry)
+  if (heads.length === 0 || facts.hiddenSize === 0 || facts.vocabSize === 0) {
+    throw new Error(`Describe on ${client.endpoint} reported L=${facts.numLayers}, H=${facts.numHeads}, hidden=${facts.hiddenSize}, vocab=${facts.vocabSize}: nothing to search`)
+  }
+
+  if (params.steps > heads.length) throw new SearchStateError(`--steps ${params.steps} exceeds the model's ${heads.length} heads`)
+  const prompts = promptsOf(params)
+  if (prompts.length === 0) throw new SearchStateError(`dataset ${params.dataset.name} has no prompts`)
+  const modelSource = model.kind === 'remote' ? facts.model : model.source
+  const settings = searchSettings(modelSource, params, prompts)
+  mkdirSync(outDir, {recursive: true})
+  const jsonlPath = resolve(outDir, 'search.jsonl')
+  const stored = loadStoredSteps(jsonlPath, settings, {restart: params.restart, log})
+  const lines: StepLine[] = stored.slice(0, params.steps)
+  const maxFloats = params.maxFloats ?? SEARCH_MAX_FLOATS
+  const spec = (group: Head[]): AblationSpec => ({heads: group, method: METHOD_ENUM[params.method], eps: params.eps})
+  const template = TEMPLATE_ENUM[params.template]
+  const N = prompts.length
+
+  log(
+    `search: ${model.name} (${facts.family}, L=${geometry.numLayers} H=${geometry.numHeads} d=${facts.hiddenSize}) on ${params.dataset.name} (${N} prompts), ` +
+      `${params.method} eps=${formatEps(params.eps)}, score ${describeScore(params)}, ${params.steps} steps`,
+  )
+  if (stored.length > 0) log(`resuming after step ${stored.length} (stored in ${jsonlPath}): group ${stored.map((s) => formatHead(s.chosen)).join(', ')}`)
+
+  let baseMs = 0
+  let cleanRepresentation: CleanRepresentationFacts | undefined
+  let scorer: Scorer | undefined
+  const prepare = async (): Promise<Scorer> => {
+    const tb = performance.now()
+    const s = params.score === 'angles' ? await anglesScorer() : await klScorer()
+    baseMs = performance.now() - tb
+    return s
+  }
+
+  /** The clean model's rows of one kind (hidden or logprobs), [N, width], float32. */
+  const cleanRows = async (kind: 'hidden' | 'logprobs', width: number, counter: {requests: number; forwardMs: number}): Promise<Float32Array> => {
+    const out = new Float32Array(N * width)
+    const chunk = Math.max(1, Math.min(N, Math.floor(maxFloats / width)))
+    for (let start = 0; start < N; start += chunk) {
+      const part = prompts.slice(start, start + chunk)
+      const tf = performance.now()
+      const result = await client.forward({prompts: part, template, specs: [spec([])], returnHidden: kind === 'hidden', returnLogprobs: kind === 'logprobs'})
+      counter.forwardMs += performance.now() - tf
+      counter.requests++
+      const tensor = result.tensors.get(kind)
+      checkTensor(client.endpoint, kind, tensor, [part.length, 1, width])
+      out.set(tensor!.data, start * width)
+    }
+
+    return out
+  }
+
+  const anglesScorer = async (): Promise<Scorer> => {
+    const d = facts.hiddenSize
+    const s: Scorer = {requests: 0, forwardMs: 0, scoreMs: 0, score: async () => []}
+    const clean = matrix(N, d, await cleanRows('hidden', d, s))
+    const options = {rMain: params.rMain, centre: params.centre, angleSum: params.angleSum}
+    const base: Representation = representation(clean, options)
+    subspaceShift(base, base, options) // refuses r_main above the clean matrix's rank, before any scoring
+    cleanRepresentation = cleanFacts(clean)
+    s.score = async (group, candidates) => {
+      const {groupSize, promptsPerRequest} = planSearch(candidates.length, N, d, maxFloats, true)
+      const scores: number[] = []
+      for (let g0 = 0; g0 < candidates.length; g0 += groupSize) {
+        const batch = candidates.slice(g0, g0 + groupSize)
+        const specs = batch.map((h) => spec([...group, h]))
+        const rows = new Float32Array(N * batch.length * d) // [N, heads, d]
+        for (let start = 0; start < N; start += promptsPerRequest) {
+          const part = prompts.slice(start, start + promptsPerRequest)
+          const tf = performance.now()
+          const result = await client.forward({prompts: part, template, specs, returnHidden: true})
+          s.forwardMs += performance.now() - tf
+          s.requests++
+          const hidden = result.tensors.get('hidden')
+          checkTensor(client.endpoint, 'hidden', hidden, [part.length, specs.length, d])
+          rows.set(hidden!.data, start * batch.length * d)
+        }
+
+        const ts = performance.now()
+        for (let j = 0; j < batch.length; j++) {
+          const m = matrix(N, d)
+          for (let i = 0; i < N; i++) for (let k = 0; k < d; k++) m.data[i * d + k] = rows[(i * batch.length + j) * d + k]
+          scores.push(subspaceShift(base, representation(m, options), options).score)
+        }
+
+        s.scoreMs += performance.now() - ts
+      }
+
+      return scores
+    }
+
+    return s
+  }
+
+  const klScorer = async (): Promise<Scorer> => {
+    const V = facts.vocabSize
+    const s: Scorer = {requests: 0, forwardMs: 0, scoreMs: 0, score: async () => []}
+    const clean = await cleanRows('logprobs', V, s)
+    const options = {smoothing: params.smoothing}
+    s.score = async (group, candidates) => {
+      const {groupSize, promptsPerRequest} = planSearch(candidates.length, N, V, maxFloats, false)
+      const sums = new Float64Array(candidates.length)
+      for (let g0 = 0; g0 < candidates.length; g0 += groupSize) {
+        const batch = candidates.slice(g0, g0 + groupSize)
+        const specs = batch.map((h) => spec([...group, h]))
+        for (let start = 0; start < N; start += promptsPerRequest) {
+          const part = prompts.slice(start, start + promptsPerRequest)
+          const tf = performance.now()
+          const result = await client.forward({prompts: part, template, specs, returnLogprobs: true})
+          s.forwardMs += performance.now() - tf
+          s.requests++
+          const logprobs = result.tensors.get('logprobs')
+          checkTensor(client.endpoint, 'logprobs', logprobs, [part.length, specs.length, V])
+          const ts = performance.now()
+          for (let q = 0; q < part.length; q++) {
+            const p = clean.subarray((start + q) * V, (start + q + 1) * V)
+            for (let j = 0; j < batch.length; j++) {
+              const row = logprobs!.data.subarray((q * batch.length + j) * V, (q * batch.length + j + 1) * V)
+              sums[g0 + j] += klDivergence(p, row, options)
+            }
+          }
+
+          s.scoreMs += performance.now() - ts
+        }
+      }
+
+      return Array.from(sums, (x) => x / N)
+    }
+
+    return s
+  }
+
+  const computed: number[] = []
+  const summaryPath = resolve(outDir, 'summary.json')
+  const summarise = (): SearchSummary => ({
+    kind: 'search',
+    model: model.name,
+    model_source: modelSource,
+    family: facts.family,
+    num_layers: geometry.numLayers,
+    num_heads: geometry.numHeads,
+    hidden_size: facts.hiddenSize,
+    dataset: params.dataset.name,
+    dataset_path: params.dataset.path,
+    n_queries: N,
+    method: params.method,
+    eps: params.eps,
+    template: params.template,
+    score: params.score,
+    r_main: settings.r_main,
+    centre: settings.centre,
+    angle_sum: settings.angle_sum,
+    smoothing: settings.smoothing,
+    group: lines.map((l) => ({layer: l.chosen.layer, head: l.chosen.head})),
+    steps: lines.map((l) => stepResult(l, params.score)),
+    resumed_steps: lines.length - computed.length,
+    computed_steps: [...computed],
+    ...(cleanRepresentation ? {clean_representation: cleanRepresentation} : {}),
+    sidecar: {
+      endpoint: client.endpoint,
+      device: facts.device,
+      dtype: (DType[facts.dtype] ?? String(facts.dtype)).replace('DTYPE_', '').toLowerCase(),
+      sidecar_version: facts.sidecarVersion,
+      torch_version: facts.torchVersion,
+      transformers_version: facts.transformersVersion,
+    },
+    requests: scorer?.requests ?? 0,
+    timings: {
+      describe_s: seconds(tDescribe),
+      base_s: seconds(baseMs),
+      forward_s: seconds(scorer?.forwardMs ?? 0),
+      score_s: seconds(scorer?.scoreMs ?? 0),
+      total_s: seconds(performance.now() - t0),
+    },
+  })
+
+  for (let step = lines.length + 1; step <= params.steps; step++) {
+    scorer ??= await prepare()
+    const ts = performance.now()
+    const requestsBefore = scorer.requests
+    const group = lines.map((l) => l.chosen)
+    const candidates = heads.filter((h) => !group.some((g) => sameHead(g, h)))
+    log(`step ${step}/${params.steps}: scoring ${candidates.length} heads with ${group.length === 0 ? 'no group' : `group ${group.map(formatHead).join(', ')}`} ablated`)
+    const values = await scorer.score(group, candidates)
+    const entries = candidates.map((head, i) => ({head, score: values[i]}))
+    const {best} = chooseHead(entries)
+    const key = params.score === 'angles' ? 'score_deg' : 'mean_kl'
+    const line: StepLine = {
+      step,
+      group_before: group,
+      scores: entries.map((e) => ({layer: e.head.layer, head: e.head.head, [key]: e.score})),
+      chosen: best.head,
+      settings,
+      requests: scorer.requests - requestsBefore,
+      seconds: seconds(performance.now() - ts),
+      finished_at: new Date().toISOString(),
+    }
+    appendDurable(jsonlPath, JSON.stringify(line))
+    lines.push(line)
+    computed.push(step)
+    const result = stepResult(line, params.score)
+    log(
+      `step ${step}: ${formatHead(best.head)} (${formatScore(result.score, params.score)}` +
+        `${result.runner_up ? `; next ${formatHead(result.runner_up)} ${formatScore(result.runner_up.score, params.score)}` : ''}), ` +
+        `${line.requests} requests, ${line.seconds} s`,
+    )
+    writeAtomic(summaryPath, `${JSON.stringify(summarise(), null, 2)}\n`)
+  }
+
+  const summary = summarise()
+  writeAtomic(summaryPath, `${JSON.stringify(summary, null, 2)}\n`)
+  return summary
+}
+
+function scoreOf(entry: ScoreEntry, kind: ScoreKind): number {
+  return (kind === 'angles' ? entry.score_deg : entry.mean_kl) ?? Number.NaN
+}
+
+export function stepResult(line: StepLine, kind: ScoreKind): StepResult {
+  const {best, runnerUp} = chooseHead(line.scores.map((e) => ({head: {layer: e.layer, head: e.head}, score: scoreOf(e, kind)})))
+  return {
+    step: line.step,
+    head: {layer: line.chosen.layer, head: line.chosen.head},
+    score: best.score,
+    ...(kind === 'angles' ? {score_deg: best.score} : {mean_kl: best.score}),
+    runner_up: runnerUp ? {...runnerUp.head, score: runnerUp.score} : null,
+  }
+}
+
+export function formatScore(value: number, kind: ScoreKind): string {
+  return kind === 'angles' ? `${value.toFixed(4)}°` : `mean KL ${value.toExponential(4)}`
+}
+
+export function describeScore(p: Pick<SearchParams, 'score' | 'rMain' | 'centre' | 'angleSum'>): string {
+  if (p.score === 'kl') return 'kl (mean KL over queries)'
+  return `angles (r_main=${p.rMain}${p.rMain > 1 ? ` ${p.angleSum}` : ''}${p.centre ? ', centred' : ''})`
+}
+
+// ---- the `search` job kind for sweeps -------------------------------------------------------
+
+const MATRIX_KEYS = ['model', 'dataset', 'method', 'eps', 'template'] as const
+const OPTION_KEYS = ['matrix', 'steps', 'score', 'r_main', 'centre', 'angle_sum', 'smoothing', 'limit'] as const
+/** YAML has no flag syntax: centring is `centre: none` (default) or `centre: mean`. */
+const CENTRE_VALUES = ['none', 'mean'] as const
+
+function located<T, R>(fields: Fields, item: Located<T>, fn: (value: T) => R): R {
+  try {
+    return fn(item.value)
+  } catch (error) {
+    if (error instanceof ModelError || error instanceof DatasetError) throw fields.errorAt(item, error.message)
+    throw error
+  }
+}
+
+export const searchKind: JobKind<SearchParams, SearchSummary> = {
+  kind: 'search',
+  description: 'Sahara: greedy search for the head group that most shifts the dataset representation (or mean KL)',
+  keys: OPTION_KEYS,
+  parse(fields: Fields, context: ParseContext): JobSpec<SearchParams>[] {
+    const matrixFields = fields.sub('matrix')
+    matrixFields.onlyKeys(MATRIX_KEYS, 'a search matrix')
+    const models = matrixFields.stringList('model').map((m) => located(fields, m, (v) => resolveModel(v, context.baseDir, {remote: context.remoteModels})))
+    const datasets = matrixFields.stringList('dataset').map((d) => located(fields, d, (v) => loadDataset(v, context.baseDir)))
+    const methods = matrixFields.stringList('method', {default: ['ua'], oneOf: METHODS}).map((m) => m.value as Method)
+    const epsList = matrixFields.numberList('eps', {default: [1e-5], positive: true}).map((e) => e.value)
+    const templates = matrixFields.stringList('template', {default: ['paper'], oneOf: TEMPLATES}).map((t) => t.value as Template)
+    const steps = fields.number('steps', {default: 3, integer: true, min: 1}).value
+    const score = fields.string('score', {default: 'angles', oneOf: SCORES}).value as ScoreKind
+    const rMain = fields.number('r_main', {default: 1, integer: true, min: 1}).value
+    const centre = fields.string('centre', {default: 'none', oneOf: CENTRE_VALUES}).value === 'mean'
+    const angleSum = fields.string('angle_sum', {default: 'nested', oneOf: ANGLE_SUMS}).value as AngleSum
+    const smoothing = fields.number('smoothing', {default: DEFAULT_SMOOTHING, min: 0}).value
+    const limit = fields.has('limit') ? fields.number('limit', {integer: true, min: 1}).value : undefined
+    const prefix = fields.has('name') ? fields.string('name').value : 'search'
+
+    const jobs: JobSpec<SearchParams>[] = []
+    for (const model of models)
+      for (const dataset of datasets)
+        for (const method of methods)
+          for (const eps of epsList)
+            for (const template of templates) {
+              const parts = [prefix, modelLabel(model.name), dataset.name, method, formatEps(eps)]
+              if (templates.length > 1 || template !== 'paper') parts.push(template)
+              if (score === 'kl') parts.push('kl')
+              else {
+                if (rMain !== 1) parts.push(`r${rMain}`)
+                if (rMain !== 1 && angleSum !== 'nested') parts.push(angleSum)
+                if (centre) parts.push('centred')
+              }
+
+              jobs.push({kind: 'search', name: parts.join('-'), model, params: {dataset, method, eps, template, steps, score, rMain, centre, angleSum, smoothing, limit}})
+            }
+
+    return jobs
+  },
+  run: (job, context) => runSearch(job.model, job.params, context),
+}
+
+/** For callers without a sidecar yet (the command): refuse stored steps with other settings before starting one. */
+export function precheckStoredSteps(outDir: string, modelSource: string, params: SearchParams, log: (m: string) => void): void {
+  const path = resolve(outDir, 'search.jsonl')
+  if (params.restart || !existsSync(path)) return
+  loadStoredSteps(path, searchSettings(modelSource, params, promptsOf(params)), {log})
+}
+
