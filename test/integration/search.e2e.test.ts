@@ -1,0 +1,189 @@
+/**
+ * `sahara search` end to end against the real sidecar on a tiny random Llama (3 layers × 4 heads):
+ * the JSON and the stored tables, resuming after step k (only the missing steps computed, same
+ * group as an uninterrupted run), a torn last line skipped, changed settings refused, --restart,
+ * the kl score against query-level ships, and a sweep job of kind search.
+ *
+ * One detached sidecar serves every run (--endpoint). Skipped without the sidecar's environment,
+ * never in CI (test/helpers.ts).
+ */
+import {existsSync, mkdtempSync, readFileSync, writeFileSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+
+import type {SearchSummary, StepLine} from '../../src/jobs/search.js'
+import type {ShipsSummary} from '../../src/jobs/ships.js'
+import {buildTinyModel, cli, skipIntegration} from '../helpers.js'
+
+const PROMPTS = ['How do I bake bread at home?', 'Tell me a joke about birds.', 'What is the capital of France?', 'Write a poem, please.', 'Name three rivers.', 'Why is the sky blue?']
+const L = 3
+const H = 4
+
+describe.skipIf(skipIntegration)('search end to end (real sidecar, tiny Llama)', {timeout: 300_000}, () => {
+  let dir: string
+  let model: string
+  let prompts: string
+  let endpoint: string
+  const stateDir = () => join(dir, 'state')
+  let full: SearchSummary
+
+  const search = (out: string, ...args: string[]) => cli(['search', '--model', model, '--dataset', prompts, '--endpoint', endpoint, '--out', join(dir, out), ...args])
+  const readSteps = (out: string): StepLine[] =>
+    readFileSync(join(dir, out, 'search.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as StepLine)
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'sahara-search-'))
+    model = await buildTinyModel(join(dir, 'tiny-llama'))
+    prompts = join(dir, 'prompts.json')
+    writeFileSync(prompts, JSON.stringify(PROMPTS))
+    const start = await cli(['sidecar', 'start', '--model', model, '--state-dir', stateDir(), '--json'])
+    expect(start.exitCode, start.stderr).toBe(0)
+    endpoint = (JSON.parse(start.stdout) as {endpoint: string}).endpoint
+  })
+
+  afterAll(async () => {
+    if (dir && existsSync(join(stateDir(), 'sidecar.json'))) await cli(['sidecar', 'stop', '--state-dir', stateDir()])
+  })
+
+  it('--json: the group, one entry per step, and every step\'s full table stored', async () => {
+    const result = await search('full', '--steps', '3', '--json')
+    expect(result.exitCode, result.stderr).toBe(0)
+    full = JSON.parse(result.stdout) as SearchSummary
+    expect(full).toMatchObject({kind: 'search', method: 'ua', eps: 1e-5, template: 'paper', score: 'angles', r_main: 1, centre: false, n_queries: PROMPTS.length, resumed_steps: 0, computed_steps: [1, 2, 3]})
+    expect(full.group).toHaveLength(3)
+    expect(new Set(full.group.map((h) => `${h.layer}.${h.head}`)).size).toBe(3)
+    expect(full.steps.map((s) => s.step)).toEqual([1, 2, 3])
+    for (const [i, s] of full.steps.entries()) {
+      expect(s.head).toEqual(full.group[i])
+      expect(s.score_deg).toBe(s.score)
+      expect(s.score_deg).toBeGreaterThanOrEqual(0)
+      expect(s.score_deg).toBeLessThanOrEqual(90)
+    }
+
+    expect(JSON.parse(readFileSync(join(dir, 'full', 'summary.json'), 'utf8'))).toEqual(full)
+    const lines = readSteps('full')
+    expect(lines).toHaveLength(3)
+    for (const [i, line] of lines.entries()) {
+      expect(line.step).toBe(i + 1)
+      expect(line.group_before).toEqual(full.group.slice(0, i))
+      expect(line.chosen).toEqual(full.group[i])
+      // every head not yet in the group, once, with a finite score; the chosen one is the argmax
+      expect(line.scores).toHaveLength(L * H - i)
+      const names = new Set(line.scores.map((e) => `${e.layer}.${e.head}`))
+      expect(names.size).toBe(L * H - i)
+      for (const g of line.group_before) expect(names.has(`${g.layer}.${g.head}`)).toBe(false)
+      const best = Math.max(...line.scores.map((e) => e.score_deg as number))
+      expect(line.scores.find((e) => e.layer === line.chosen.layer && e.head === line.chosen.head)?.score_deg).toBe(best)
+      expect(line.settings).toMatchObject({score: 'angles', r_main: 1, centre: false, n_queries: PROMPTS.length})
+    }
+  })
+
+  it('resumes: --steps 1, then --steps 3 computes only steps 2 and 3, and ends with the same group', async () => {
+    const first = await search('resume', '--steps', '1', '--json')
+    expect(first.exitCode, first.stderr).toBe(0)
+    expect((JSON.parse(first.stdout) as SearchSummary).group).toEqual(full.group.slice(0, 1))
+
+    const second = await search('resume', '--steps', '3', '--json')
+    expect(second.exitCode, second.stderr).toBe(0)
+    const summary = JSON.parse(second.stdout) as SearchSummary
+    expect(second.stderr).toContain('resuming after step 1')
+    expect(second.stderr).not.toContain('step 1/3')
+    expect(second.stderr).toContain('step 2/3')
+    expect(summary.resumed_steps).toBe(1)
+    expect(summary.computed_steps).toEqual([2, 3])
+    // one request for the clean base, one per computed step (12 heads fit one request)
+    expect(summary.requests).toBe(3)
+    expect(summary.group).toEqual(full.group)
+    const lines = readSteps('resume')
+    expect(lines).toHaveLength(3)
+    for (const [i, line] of lines.entries()) {
+      for (const [k, e] of line.scores.entries()) expect(e.score_deg).toBeCloseTo(readSteps('full')[i].scores[k].score_deg as number, 6)
+    }
+
+    // Asking for fewer steps than stored computes nothing.
+    const fewer = await search('resume', '--steps', '2', '--json')
+    expect(fewer.exitCode, fewer.stderr).toBe(0)
+    expect(JSON.parse(fewer.stdout)).toMatchObject({group: full.group.slice(0, 2), computed_steps: [], requests: 0})
+  })
+
+  it('a torn last line (a crash mid-write) is skipped with a warning and recomputed', async () => {
+    const lines = readFileSync(join(dir, 'full', 'search.jsonl'), 'utf8').split('\n')
+    const torn = join(dir, 'torn')
+    await search('torn', '--steps', '1') // creates the folder
+    writeFileSync(join(torn, 'search.jsonl'), `${lines[0]}\n${lines[1]}\n${lines[2].slice(0, 200)}`)
+    const result = await search('torn', '--steps', '3', '--json')
+    expect(result.exitCode, result.stderr).toBe(0)
+    expect(result.stderr).toMatch(/warning: .*search\.jsonl: ignoring an unterminated last line/)
+    const summary = JSON.parse(result.stdout) as SearchSummary
+    expect(summary.computed_steps).toEqual([3])
+    expect(summary.group).toEqual(full.group)
+    expect(readSteps('torn')).toHaveLength(3)
+  })
+
+  it('refuses stored steps made with other settings (naming the field), unless --restart', async () => {
+    const rMain = await search('full', '--steps', '3', '--r-main', '2')
+    expect(rMain.exitCode).toBe(2)
+    expect(rMain.stderr).toContain('holds steps made with r_main = 1, but this run has r_main = 2')
+    expect(rMain.stderr).toContain('--restart')
+    const limit = await search('full', '--steps', '3', '--limit', '4')
+    expect(limit.exitCode).toBe(2)
+    expect(limit.stderr).toMatch(/holds steps made with dataset_sha256 = /)
+    const method = await search('full', '--steps', '3', '--method', 'sc')
+    expect(method.exitCode).toBe(2)
+    expect(method.stderr).toContain('method = "ua", but this run has method = "sc"')
+
+    // A middle line that is not a step record is not a torn write: refused.
+    const bad = readFileSync(join(dir, 'full', 'search.jsonl'), 'utf8').split('\n')
+    writeFileSync(join(dir, 'bad.jsonl'), '')
+    await search('bad', '--steps', '1')
+    writeFileSync(join(dir, 'bad', 'search.jsonl'), `${bad[0]}\n{oops\n${bad[2]}\n`)
+    const corrupt = await search('bad', '--steps', '3')
+    expect(corrupt.exitCode).toBe(2)
+    expect(corrupt.stderr).toContain('line 2 is not a valid step record')
+
+    const restart = await search('full', '--steps', '2', '--r-main', '2', '--centre', '--restart', '--json')
+    expect(restart.exitCode, restart.stderr).toBe(0)
+    const summary = JSON.parse(restart.stdout) as SearchSummary
+    expect(summary).toMatchObject({r_main: 2, centre: true, angle_sum: 'nested', computed_steps: [1, 2], resumed_steps: 0})
+    expect(readSteps('full')).toHaveLength(2)
+
+    // r_main above the rank of the clean matrix: a usage error before any scoring.
+    const tooMany = await search('big', '--steps', '1', '--r-main', '6', '--centre')
+    expect(tooMany.exitCode).toBe(2)
+    expect(tooMany.stderr).toContain('r_main = 6 exceeds the rank 5 of the clean representation matrix')
+  })
+
+  it('--score kl: step 1 is the query-level Ships ranking (mean KL), and the human output has one line per step', async () => {
+    const result = await search('kl', '--steps', '2', '--score', 'kl', '--json')
+    expect(result.exitCode, result.stderr).toBe(0)
+    const summary = JSON.parse(result.stdout) as SearchSummary
+    expect(summary).toMatchObject({score: 'kl', r_main: null, centre: null, smoothing: 1e-12})
+    expect(summary.steps[0].mean_kl).toBe(summary.steps[0].score)
+    const ships = await cli(['ships', '--model', model, '--dataset', prompts, '--endpoint', endpoint, '--out', join(dir, 'ships'), '--json'])
+    expect(ships.exitCode, ships.stderr).toBe(0)
+    const ranked = (JSON.parse(ships.stdout) as ShipsSummary).heads
+    expect(summary.group[0]).toEqual({layer: ranked[0].layer, head: ranked[0].head})
+    for (const e of readSteps('kl')[0].scores) {
+      const h = ranked.find((r) => r.layer === e.layer && r.head === e.head)!
+      expect(Math.abs((e.mean_kl as number) - h.mean_kl)).toBeLessThanOrEqual(1e-4 * h.mean_kl + 1e-9)
+    }
+
+    const human = await search('kl', '--steps', '2', '--score', 'kl')
+    expect(human.exitCode, human.stderr).toBe(0)
+    expect(human.stdout).toMatch(/^step 1 {2}L\dH\d +mean KL \S+ {3}next: L\dH\d .*\(stored\)$/m)
+    expect(human.stdout).toMatch(/^step 2 {2}L\dH\d /m)
+    expect(human.stdout).toContain('group: ')
+  })
+
+  it('run <sweep>: a search job', async () => {
+    const sweep = join(dir, 'sweep.yaml')
+    writeFileSync(sweep, ['name: s', 'jobs:', '  - kind: search', '    steps: 1', '    centre: mean', '    matrix:', '      model: ./tiny-llama', '      dataset: prompts.json', ''].join('\n'))
+    const result = await cli(['run', sweep, '--runs-dir', join(dir, 'runs'), '--endpoint', endpoint, '--json'])
+    expect(result.exitCode, result.stderr).toBe(0)
+    const outcome = JSON.parse(result.stdout) as {jobs: {name: string; result: SearchSummary}[]}
+    expect(outcome.jobs.map((j) => j.name)).toEqual(['search-tiny-llama-prompts-ua-1e-5-centred'])
+    expect(outcome.jobs[0].result).toMatchObject({kind: 'search', centre: true})
+    expect(outcome.jobs[0].result.group).toHaveLength(1)
+  })
+})
