@@ -3,6 +3,8 @@
  *
  *   name: demo-ships                # required: letters, digits, . _ -; the folder runs/<name>/
  *   description: ...                # optional
+ *   vars: {MODEL: organism}         # optional: ${MODEL} / ${MODEL:-default} in any string value;
+ *                                   #   the environment overrides (src/config/variables.ts)
  *   defaults:                       # optional: any job key, layered under every job
  *     top_k: 10
  *     matrix: {eps: 1e-5}           # matrix axes are layered key by key too
@@ -29,6 +31,7 @@ import {LineCounter, type Node, isMap, isSeq, parseDocument} from 'yaml'
 
 import {JOB_KINDS, type JobSpec} from '../jobs/registry.js'
 import {ConfigError, Fields, type Source, describeNode, errorAt, pathJoin} from './fields.js'
+import {type Variables, readVars, substitute} from './variables.js'
 
 export interface Sweep {
   name: string
@@ -37,10 +40,10 @@ export interface Sweep {
   jobs: JobSpec[]
 }
 
-const TOP_KEYS = ['name', 'description', 'defaults', 'jobs'] as const
+const TOP_KEYS = ['name', 'description', 'vars', 'defaults', 'jobs'] as const
 const NAME = /^[\w.-]+$/
 
-export function loadSweep(file: string, options: {remoteModels?: boolean} = {}): Sweep {
+export function loadSweep(file: string, options: SweepOptions = {}): Sweep {
   const path = resolve(file)
   let text: string
   try {
@@ -52,7 +55,13 @@ export function loadSweep(file: string, options: {remoteModels?: boolean} = {}):
   return parseSweep(text, path, options)
 }
 
-export function parseSweep(text: string, file: string, options: {remoteModels?: boolean} = {}): Sweep {
+export interface SweepOptions {
+  remoteModels?: boolean
+  /** Where ${NAME} values come from first (default: process.env); then `vars:`, then `:-` defaults. */
+  env?: Variables
+}
+
+export function parseSweep(text: string, file: string, options: SweepOptions = {}): Sweep {
   const lines = new LineCounter()
   const doc = parseDocument(text, {lineCounter: lines, prettyErrors: false, uniqueKeys: true})
   const source: Source = {file, lines}
@@ -66,6 +75,9 @@ export function parseSweep(text: string, file: string, options: {remoteModels?: 
   if (!isMap(root)) throw errorAt(source, root, '', `a sweep is a mapping with keys ${TOP_KEYS.join(', ')}; got ${describeNode(root)}`)
   const top = Fields.ofMap(source, root, '')
   top.onlyKeys(TOP_KEYS, 'a sweep')
+  const vars = readVars(source, root.get('vars', true) as Node | undefined)
+  const env = options.env ?? process.env
+  substitute(source, root, (name) => env[name] ?? vars[name])
   const name = top.string('name', {pattern: NAME, patternHint: 'use letters, digits, ".", "_" and "-" (it names the run folder)'}).value
   const description = top.optionalString('description')?.value
 

@@ -91,7 +91,7 @@ describe('valid sweeps', () => {
 
 describe('errors say file:line:col, the field and what is wrong', () => {
   const cases: [string, string, string][] = [
-    ['unknown top-level key', 'name: t\njobz: []\n', ':2:1: jobz: unknown key "jobz" for a sweep (allowed: name, description, defaults, jobs)'],
+    ['unknown top-level key', 'name: t\njobz: []\n', ':2:1: jobz: unknown key "jobz" for a sweep (allowed: name, description, vars, defaults, jobs)'],
     [
       'unknown job key',
       'name: t\njobs:\n  - kind: ships\n    topk: 3\n    matrix: {model: ./tiny, dataset: prompts.txt}\n',
