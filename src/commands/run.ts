@@ -4,8 +4,7 @@ import {SaharaCommand} from '../cli/base.js'
 import {sidecarFlags, withSidecar} from '../cli/sidecar-session.js'
 import {type Sweep, loadSweep} from '../config/sweep.js'
 import {type SweepOutcome, runSweep} from '../jobs/runner.js'
-import type {ShipsSummary} from '../jobs/ships.js'
-import {formatHead} from '../science/heads.js'
+import {JOB_KINDS} from '../jobs/registry.js'
 
 export default class Run extends SaharaCommand {
   static override description = `Run every job of a YAML sweep, each into <runs-dir>/<sweep>/<job>/.
@@ -60,9 +59,7 @@ Jobs of one model share one sidecar. See configs/demo-ships.yaml for the format.
     }
 
     for (const job of outcome.jobs) {
-      const summary = job.result as Partial<ShipsSummary>
-      const top = summary.heads?.slice(0, 5).map((h) => `${formatHead(h)} ${h.mean_kl.toExponential(2)}`).join(', ')
-      this.log(`${job.name}: ${top ?? 'done'}`)
+      this.log(`${job.name}: ${JOB_KINDS[job.kind]?.headline?.(job.result) ?? 'done'}`)
     }
 
     this.log(`${outcome.jobs.length} jobs written under ${outcome.dir}`)

@@ -296,4 +296,6 @@ export const asrKind: JobKind<AsrParams, AsrSummary> = {
     return jobs
   },
   run: (job, context) => runAsr(job.model, job.params, context),
+  headline: (s) =>
+    `asr ${s.asr.toFixed(3)} (baseline ${s.baseline_asr.toFixed(3)}), flip rate ${s.flip_rate === null ? 'n/a' : s.flip_rate.toFixed(3)}, heads ${s.head_names.join(',') || 'none'}`,
 }

@@ -41,6 +41,8 @@ export interface JobKind<P = unknown, R = unknown> {
   parse(fields: Fields, context: ParseContext): JobSpec<P>[]
   /** Run one job; the result is the job's summary (also written into outDir). */
   run(job: JobSpec<P>, context: RunContext): Promise<R>
+  /** One line saying what a finished job found (shown by `sahara run`); optional. */
+  headline?(result: R): string
 }
 
 export const JOB_KINDS: Readonly<Record<string, JobKind<any, any>>> = {

@@ -282,4 +282,5 @@ export const shipsKind: JobKind<ShipsParams, ShipsSummary> = {
     return jobs
   },
   run: (job, context) => runShips(job.model, job.params, context),
+  headline: (summary) => summary.heads.slice(0, 5).map((h) => `${formatHead(h)} ${h.mean_kl.toExponential(2)}`).join(', '),
 }
