@@ -618,6 +618,7 @@ export const searchKind: JobKind<SearchParams, SearchSummary> = {
     return jobs
   },
   run: (job, context) => runSearch(job.model, job.params, context),
+  headline: (summary) => `group ${summary.group.map(formatHead).join(', ')} (score ${summary.score}${summary.score === 'angles' ? `, r_main ${summary.r_main}${summary.centre ? ', centred' : ''}` : ''})`,
 }
 
 /** For callers without a sidecar yet (the command): refuse stored steps with other settings before starting one. */

@@ -179,6 +179,9 @@ describe.skipIf(skipIntegration)('search end to end (real sidecar, tiny Llama)',
   it('run <sweep>: a search job', async () => {
     const sweep = join(dir, 'sweep.yaml')
     writeFileSync(sweep, ['name: s', 'jobs:', '  - kind: search', '    steps: 1', '    centre: mean', '    matrix:', '      model: ./tiny-llama', '      dataset: prompts.json', ''].join('\n'))
+    const human = await cli(['run', sweep, '--runs-dir', join(dir, 'runs-human'), '--endpoint', endpoint])
+    expect(human.exitCode, human.stderr).toBe(0)
+    expect(human.stdout).toMatch(/^search-tiny-llama-prompts-ua-1e-5-centred: group L\dH\d \(score angles, r_main 1, centred\)$/m)
     const result = await cli(['run', sweep, '--runs-dir', join(dir, 'runs'), '--endpoint', endpoint, '--json'])
     expect(result.exitCode, result.stderr).toBe(0)
     const outcome = JSON.parse(result.stdout) as {jobs: {name: string; result: SearchSummary}[]}
