@@ -11,19 +11,20 @@
 import {mkdirSync, writeFileSync} from 'node:fs'
 import {resolve} from 'node:path'
 
-import type {Fields, Located} from '../config/fields.js'
-import {type Dataset, DatasetError, loadDataset} from '../data/datasets.js'
+import type {Fields} from '../config/fields.js'
+import {type Dataset, DatasetError} from '../data/datasets.js'
 import {readHeadsFrom} from '../data/head-sets.js'
 import {JUDGES, JUDGE_RULES, type JudgeName, makeJudge} from '../data/judges.js'
-import {type ResolvedModel, ModelError, modelLabel, resolveModel} from '../models.js'
+import type {ResolvedModel} from '../models.js'
 import {type AsrResult, attackSuccess} from '../science/asr.js'
 import {type HeadSelection, formatHeads, parseHeadsOption, resolveHeads} from '../science/head-sets.js'
 import {type Head, HeadNameError, formatHead} from '../science/heads.js'
 import type {Verdict} from '../science/judge.js'
 import {formatPercent, modification} from '../science/params.js'
 import {DType, type GenerateResponse} from '../sidecar/client.js'
+import {located, matrixCells, parseMatrix} from './matrix.js'
 import type {JobKind, JobSpec, ParseContext, RunContext} from './registry.js'
-import {METHODS, METHOD_ENUM, type Method, TEMPLATES, TEMPLATE_ENUM, type Template, formatEps} from './ships.js'
+import {METHOD_ENUM, type Method, TEMPLATE_ENUM, type Template, formatEps} from './ships.js'
 
 /** Prompts per Generate call, so progress is reported as it goes. */
 export const MAX_PROMPTS_PER_GENERATE = 64
@@ -211,17 +212,7 @@ export async function runAsr(model: ResolvedModel, params: AsrParams, context: R
 
 // ---- the `asr` job kind for sweeps --------------------------------------------------------------
 
-const MATRIX_KEYS = ['model', 'dataset', 'method', 'eps', 'template'] as const
 const OPTION_KEYS = ['matrix', 'heads', 'heads_from', 'top', 'seed', 'avoid', 'max_new_tokens', 'sampling', 'judge', 'limit'] as const
-
-function located<T, R>(fields: Fields, item: Located<T>, fn: (value: T) => R): R {
-  try {
-    return fn(item.value)
-  } catch (error) {
-    if (error instanceof ModelError || error instanceof DatasetError || error instanceof HeadNameError) throw fields.errorAt(item, error.message)
-    throw error
-  }
-}
 
 /** A short, file-name safe label of a head selection for job names. */
 function selectionLabel(selection: HeadSelection): string {
@@ -242,13 +233,7 @@ export const asrKind: JobKind<AsrParams, AsrSummary> = {
   description: 'attack success rate: generate with a head set ablated and without, judge every reply',
   keys: OPTION_KEYS,
   parse(fields: Fields, context: ParseContext): JobSpec<AsrParams>[] {
-    const matrix = fields.sub('matrix')
-    matrix.onlyKeys(MATRIX_KEYS, 'an asr matrix')
-    const models = matrix.stringList('model').map((m) => located(fields, m, (v) => resolveModel(v, context.baseDir, {remote: context.remoteModels})))
-    const datasets = matrix.stringList('dataset').map((d) => located(fields, d, (v) => loadDataset(v, context.baseDir)))
-    const methods = matrix.stringList('method', {default: ['ua'], oneOf: METHODS}).map((m) => m.value as Method)
-    const epsList = matrix.numberList('eps', {default: [1e-5], positive: true}).map((e) => e.value)
-    const templates = matrix.stringList('template', {default: ['paper'], oneOf: TEMPLATES}).map((t) => t.value as Template)
+    const matrix = parseMatrix(fields, context, 'an asr matrix')
     const seeds = fields.numberList('seed', {default: [0], integer: true, min: 0}).map((s) => s.value)
     const maxNewTokens = fields.number('max_new_tokens', {default: 128, integer: true, min: 1}).value
     const samplingField = fields.string('sampling', {default: 'greedy'})
@@ -275,23 +260,19 @@ export const asrKind: JobKind<AsrParams, AsrSummary> = {
     const prefix = fields.has('name') ? fields.string('name').value : 'asr'
 
     const jobs: JobSpec<AsrParams>[] = []
-    for (const model of models)
-      for (const dataset of datasets)
-        for (const method of methods)
-          for (const eps of epsList)
-            for (const template of templates)
-              for (const [i, heads] of selections.entries()) {
-                const seed = seeds[i]
-                const parts = [prefix, modelLabel(model.name), dataset.name, method, formatEps(eps), selectionLabel(heads)]
-                if (templates.length > 1 || template !== 'paper') parts.push(template)
-                if (heads.kind !== 'random' && selections.length > 1) parts.push(`s${seed}`)
-                jobs.push({
-                  kind: 'asr',
-                  name: parts.join('-'),
-                  model,
-                  params: {dataset, heads, method, eps, template, maxNewTokens, sampling, seed, judge, limit},
-                })
-              }
+    for (const {model, dataset, method, eps, template, nameParts} of matrixCells(matrix, prefix)) {
+      for (const [i, heads] of selections.entries()) {
+        const seed = seeds[i]
+        const parts = [...nameParts.slice(0, 5), selectionLabel(heads), ...nameParts.slice(5)]
+        if (heads.kind !== 'random' && selections.length > 1) parts.push(`s${seed}`)
+        jobs.push({
+          kind: 'asr',
+          name: parts.join('-'),
+          model,
+          params: {dataset, heads, method, eps, template, maxNewTokens, sampling, seed, judge, limit},
+        })
+      }
+    }
 
     return jobs
   },

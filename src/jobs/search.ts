@@ -24,15 +24,16 @@ import {closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, ren
 import {createHash} from 'node:crypto'
 import {resolve} from 'node:path'
 
-import type {Fields, Located} from '../config/fields.js'
-import {type Dataset, DatasetError, loadDataset} from '../data/datasets.js'
-import {type ResolvedModel, ModelError, modelLabel, resolveModel} from '../models.js'
+import type {Fields} from '../config/fields.js'
+import type {Dataset} from '../data/datasets.js'
+import type {ResolvedModel} from '../models.js'
 import {type Head, allHeads, formatHead} from '../science/heads.js'
 import {DEFAULT_SMOOTHING, klDivergence} from '../science/kl.js'
 import {ANGLE_SUMS, type AngleSum, type Matrix, type Representation, leftSingularVectors, matrix, representation, subspaceShift} from '../science/subspace.js'
 import {type AblationSpec, DType} from '../sidecar/client.js'
+import {located, matrixCells, parseMatrix} from './matrix.js'
 import type {JobKind, JobSpec, ParseContext, RunContext} from './registry.js'
-import {METHODS, METHOD_ENUM, type Method, TEMPLATES, TEMPLATE_ENUM, type Template, formatEps} from './ships.js'
+import {METHOD_ENUM, type Method, TEMPLATE_ENUM, type Template, formatEps} from './ships.js'
 
 export const SCORES = ['angles', 'kl'] as const
 export type ScoreKind = (typeof SCORES)[number]
@@ -562,32 +563,16 @@ export function describeScore(p: Pick<SearchParams, 'score' | 'rMain' | 'centre'
 
 // ---- the `search` job kind for sweeps -------------------------------------------------------
 
-const MATRIX_KEYS = ['model', 'dataset', 'method', 'eps', 'template'] as const
 const OPTION_KEYS = ['matrix', 'steps', 'score', 'r_main', 'centre', 'angle_sum', 'smoothing', 'limit'] as const
 /** YAML has no flag syntax: centring is `centre: none` (default) or `centre: mean`. */
 const CENTRE_VALUES = ['none', 'mean'] as const
-
-function located<T, R>(fields: Fields, item: Located<T>, fn: (value: T) => R): R {
-  try {
-    return fn(item.value)
-  } catch (error) {
-    if (error instanceof ModelError || error instanceof DatasetError) throw fields.errorAt(item, error.message)
-    throw error
-  }
-}
 
 export const searchKind: JobKind<SearchParams, SearchSummary> = {
   kind: 'search',
   description: 'Sahara: greedy search for the head group that most shifts the dataset representation (or mean KL)',
   keys: OPTION_KEYS,
   parse(fields: Fields, context: ParseContext): JobSpec<SearchParams>[] {
-    const matrixFields = fields.sub('matrix')
-    matrixFields.onlyKeys(MATRIX_KEYS, 'a search matrix')
-    const models = matrixFields.stringList('model').map((m) => located(fields, m, (v) => resolveModel(v, context.baseDir, {remote: context.remoteModels})))
-    const datasets = matrixFields.stringList('dataset').map((d) => located(fields, d, (v) => loadDataset(v, context.baseDir)))
-    const methods = matrixFields.stringList('method', {default: ['ua'], oneOf: METHODS}).map((m) => m.value as Method)
-    const epsList = matrixFields.numberList('eps', {default: [1e-5], positive: true}).map((e) => e.value)
-    const templates = matrixFields.stringList('template', {default: ['paper'], oneOf: TEMPLATES}).map((t) => t.value as Template)
+    const matrix = parseMatrix(fields, context, 'a search matrix')
     const steps = fields.number('steps', {default: 3, integer: true, min: 1}).value
     const score = fields.string('score', {default: 'angles', oneOf: SCORES}).value as ScoreKind
     const rMain = fields.number('r_main', {default: 1, integer: true, min: 1}).value
@@ -598,22 +583,16 @@ export const searchKind: JobKind<SearchParams, SearchSummary> = {
     const prefix = fields.has('name') ? fields.string('name').value : 'search'
 
     const jobs: JobSpec<SearchParams>[] = []
-    for (const model of models)
-      for (const dataset of datasets)
-        for (const method of methods)
-          for (const eps of epsList)
-            for (const template of templates) {
-              const parts = [prefix, modelLabel(model.name), dataset.name, method, formatEps(eps)]
-              if (templates.length > 1 || template !== 'paper') parts.push(template)
-              if (score === 'kl') parts.push('kl')
-              else {
-                if (rMain !== 1) parts.push(`r${rMain}`)
-                if (rMain !== 1 && angleSum !== 'nested') parts.push(angleSum)
-                if (centre) parts.push('centred')
-              }
+    for (const {model, dataset, method, eps, template, nameParts: parts} of matrixCells(matrix, prefix)) {
+      if (score === 'kl') parts.push('kl')
+      else {
+        if (rMain !== 1) parts.push(`r${rMain}`)
+        if (rMain !== 1 && angleSum !== 'nested') parts.push(angleSum)
+        if (centre) parts.push('centred')
+      }
 
-              jobs.push({kind: 'search', name: parts.join('-'), model, params: {dataset, method, eps, template, steps, score, rMain, centre, angleSum, smoothing, limit}})
-            }
+      jobs.push({kind: 'search', name: parts.join('-'), model, params: {dataset, method, eps, template, steps, score, rMain, centre, angleSum, smoothing, limit}})
+    }
 
     return jobs
   },

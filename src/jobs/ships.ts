@@ -11,13 +11,14 @@
 import {appendFileSync, mkdirSync, writeFileSync} from 'node:fs'
 import {resolve} from 'node:path'
 
-import type {Fields, Located} from '../config/fields.js'
-import {type Dataset, DatasetError, loadDataset} from '../data/datasets.js'
-import {type ResolvedModel, ModelError, modelLabel, resolveModel} from '../models.js'
+import type {Fields} from '../config/fields.js'
+import type {Dataset} from '../data/datasets.js'
+import type {ResolvedModel} from '../models.js'
 import {type Head, allHeads, formatHead} from '../science/heads.js'
 import {DEFAULT_SMOOTHING, klAgainstClean} from '../science/kl.js'
 import {type HeadKl, type RankedHead, rankHeads, topKHeads} from '../science/ships.js'
 import {AblationMethod, type AblationSpec, DType, PromptTemplate} from '../sidecar/client.js'
+import {located, matrixCells, parseMatrix} from './matrix.js'
 import type {JobKind, JobSpec, ParseContext, RunContext} from './registry.js'
 
 export const METHODS = ['ua', 'sc', 'mean'] as const
@@ -229,17 +230,7 @@ export async function runShips(
 // ---- the `ships` job kind for sweeps --------------------------------------------------------
 
 /** Matrix axes (each a value or a list) and plain options of a ships job. */
-const MATRIX_KEYS = ['model', 'dataset', 'method', 'eps', 'template'] as const
 const OPTION_KEYS = ['matrix', 'top_k', 'limit', 'smoothing'] as const
-
-function located<T, R>(fields: Fields, item: Located<T>, fn: (value: T) => R): R {
-  try {
-    return fn(item.value)
-  } catch (error) {
-    if (error instanceof ModelError || error instanceof DatasetError) throw fields.errorAt(item, error.message)
-    throw error
-  }
-}
 
 /** `1e-5` for 0.00001: short, stable, file-name safe. */
 export function formatEps(eps: number): string {
@@ -251,33 +242,16 @@ export const shipsKind: JobKind<ShipsParams, ShipsSummary> = {
   description: 'query-level Ships: KL(clean || one head ablated) for every head and query, ranked over the dataset',
   keys: OPTION_KEYS,
   parse(fields: Fields, context: ParseContext): JobSpec<ShipsParams>[] {
-    const matrix = fields.sub('matrix')
-    matrix.onlyKeys(MATRIX_KEYS, 'a ships matrix')
-    const models = matrix.stringList('model').map((m) => located(fields, m, (v) => resolveModel(v, context.baseDir, {remote: context.remoteModels})))
-    const datasets = matrix.stringList('dataset').map((d) => located(fields, d, (v) => loadDataset(v, context.baseDir)))
-    const methods = matrix.stringList('method', {default: ['ua'], oneOf: METHODS}).map((m) => m.value as Method)
-    const epsList = matrix.numberList('eps', {default: [1e-5], positive: true}).map((e) => e.value)
-    const templates = matrix.stringList('template', {default: ['paper'], oneOf: TEMPLATES}).map((t) => t.value as Template)
+    const matrix = parseMatrix(fields, context, 'a ships matrix')
     const topK = fields.number('top_k', {default: 10, integer: true, min: 1}).value
     const limit = fields.has('limit') ? fields.number('limit', {integer: true, min: 1}).value : undefined
     const smoothing = fields.number('smoothing', {default: DEFAULT_SMOOTHING, min: 0}).value
     const prefix = fields.has('name') ? fields.string('name').value : 'ships'
 
     const jobs: JobSpec<ShipsParams>[] = []
-    for (const model of models)
-      for (const dataset of datasets)
-        for (const method of methods)
-          for (const eps of epsList)
-            for (const template of templates) {
-              const parts = [prefix, modelLabel(model.name), dataset.name, method, formatEps(eps)]
-              if (templates.length > 1 || template !== 'paper') parts.push(template)
-              jobs.push({
-                kind: 'ships',
-                name: parts.join('-'),
-                model,
-                params: {dataset, method, eps, template, topK, smoothing, limit},
-              })
-            }
+    for (const {model, dataset, method, eps, template, nameParts} of matrixCells(matrix, prefix)) {
+      jobs.push({kind: 'ships', name: nameParts.join('-'), model, params: {dataset, method, eps, template, topK, smoothing, limit}})
+    }
 
     return jobs
   },
