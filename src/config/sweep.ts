@@ -21,6 +21,12 @@
  *       limit: 50                   # only the first N prompts (default: all)
  *       smoothing: 1e-12            # added to both distributions in the KL (default 1e-12; 0 = exact)
  *
+ * A job can use an earlier job's result: an asr job with `heads_from_job: <name>` and
+ * `top: [1, 2, 3]` runs once per top-k with the first k heads of that ships job (by mean KL) or
+ * search job (its group), read when it runs. <name> is a full job name or the `name:` of a job
+ * entry (matched on the same model and dataset); a missing, later, other-kind or other-model
+ * job is an error at that line before any work.
+ *
  * Each concrete job is named from its matrix cell, e.g. `scan-organism-jailbreakbench-ua-1e-5`,
  * and runs into runs/<sweep>/<job>/. Relative dataset and model paths resolve against the sweep
  * file's folder. Every error is a ConfigError: `file:line:col: field.path: what is wrong`.
@@ -115,5 +121,38 @@ export function parseSweep(text: string, file: string, options: SweepOptions = {
     }
   }
 
+  bindReferences(jobs)
   return {name, description, file, jobs}
+}
+
+/**
+ * Check every job's references to other jobs before any work, and bind each to a full job name:
+ * an exact name, or else the one earlier job named `<ref>-...` on the same dataset.
+ */
+function datasetOf(job: JobSpec): string | undefined {
+  return (job.params as {dataset?: {name?: string}} | undefined)?.dataset?.name
+}
+
+function bindReferences(jobs: JobSpec[]): void {
+  for (const [index, job] of jobs.entries()) {
+    for (const ref of job.needs ?? []) {
+      const exact = jobs.findIndex((j) => j.name === ref.job)
+      const matches =
+        exact >= 0 ? [exact] : jobs.flatMap((j, i) => (j.name.startsWith(`${ref.job}-`) && datasetOf(j) === ref.dataset && j.model.source === job.model.source ? [i] : []))
+      if (matches.length === 0) {
+        const known = jobs.filter((j) => ref.kinds.includes(j.kind)).map((j) => j.name)
+        throw ref.error(`no ${ref.kinds.join(' or ')} job named ${ref.job} (or ${ref.job}-... on dataset ${ref.dataset}) in this sweep${known.length ? `; jobs: ${known.join(', ')}` : ''}`)
+      }
+
+      if (matches.length > 1) throw ref.error(`${ref.job} matches several jobs (${matches.map((i) => jobs[i].name).join(', ')}); give the full job name`)
+      const target = jobs[matches[0]]
+      if (!ref.kinds.includes(target.kind)) throw ref.error(`job ${target.name} is of kind ${target.kind}; expected ${ref.kinds.join(' or ')}`)
+      if (matches[0] > index) throw ref.error(`job ${target.name} comes after this job in the sweep; list it first`)
+      if (target.model.source !== job.model.source) {
+        throw ref.error(`job ${target.name} runs model ${target.model.name}, this job ${job.model.name}: heads carry over only within one model`)
+      }
+
+      ref.bind(target.name)
+    }
+  }
 }

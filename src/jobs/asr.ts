@@ -11,7 +11,7 @@
 import {mkdirSync, writeFileSync} from 'node:fs'
 import {resolve} from 'node:path'
 
-import type {Fields} from '../config/fields.js'
+import type {Fields, Located} from '../config/fields.js'
 import {type Dataset, DatasetError} from '../data/datasets.js'
 import {readHeadsFrom} from '../data/head-sets.js'
 import {JUDGES, JUDGE_RULES, type JudgeName, makeJudge} from '../data/judges.js'
@@ -23,7 +23,7 @@ import type {Verdict} from '../science/judge.js'
 import {formatPercent, modification} from '../science/params.js'
 import {DType, type GenerateResponse} from '../sidecar/client.js'
 import {located, matrixCells, parseMatrix} from './matrix.js'
-import type {JobKind, JobSpec, ParseContext, RunContext} from './registry.js'
+import type {JobKind, JobReference, JobSpec, ParseContext, RunContext} from './registry.js'
 import {METHOD_ENUM, type Method, TEMPLATE_ENUM, type Template, formatEps} from './ships.js'
 
 /** Prompts per Generate call, so progress is reported as it goes. */
@@ -115,7 +115,7 @@ export async function runAsr(model: ResolvedModel, params: AsrParams, context: R
   const tDescribe = performance.now() - t0
   const geometry = {numLayers: facts.numLayers, numHeads: facts.numHeads}
   // Every head is checked against the model before anything is generated.
-  const {heads, label} = resolveHeads(params.heads, geometry, model.name)
+  const {heads, label} = resolveHeads(headsFromSweepJob(params.heads, context), geometry, model.name)
   const judge = makeJudge(params.judge)
   const prompts = params.limit === undefined ? params.dataset.prompts : params.dataset.prompts.slice(0, params.limit)
   if (prompts.length === 0) throw new DatasetError(`dataset ${params.dataset.name}: no prompts`)
@@ -212,7 +212,7 @@ export async function runAsr(model: ResolvedModel, params: AsrParams, context: R
 
 // ---- the `asr` job kind for sweeps --------------------------------------------------------------
 
-const OPTION_KEYS = ['matrix', 'heads', 'heads_from', 'top', 'seed', 'avoid', 'max_new_tokens', 'sampling', 'judge', 'limit'] as const
+const OPTION_KEYS = ['matrix', 'heads', 'heads_from', 'heads_from_job', 'top', 'seed', 'avoid', 'max_new_tokens', 'sampling', 'judge', 'limit'] as const
 
 /** A short, file-name safe label of a head selection for job names. */
 function selectionLabel(selection: HeadSelection): string {
@@ -225,7 +225,29 @@ function selectionLabel(selection: HeadSelection): string {
       return `${selection.source}-top${selection.top ?? selection.heads.length}`
     case 'random':
       return `random${selection.k}-s${selection.seed}`
+    case 'job':
+      return `top${selection.top}`
   }
+}
+
+/** `heads_from_job` in a sweep: the heads of an earlier ships (top-k) or search (group prefix) job. */
+function referenceTo(ref: Located<string>, dataset: string, error: (message: string) => Error, params: AsrParams): JobReference {
+  return {
+    job: ref.value,
+    kinds: ['ships', 'search'],
+    dataset,
+    error,
+    bind(name) {
+      if (params.heads.kind === 'job') params.heads = {...params.heads, job: name}
+    },
+  }
+}
+
+/** A `job` selection becomes the heads that job stored in its summary.json, read now. */
+function headsFromSweepJob(selection: HeadSelection, context: RunContext): HeadSelection {
+  if (selection.kind !== 'job') return selection
+  if (context.sweepDir === undefined) throw new HeadNameError(`heads from job ${selection.job}: only a sweep run can read another job's result`)
+  return readHeadsFrom(resolve(context.sweepDir, selection.job), selection.top)
 }
 
 export const asrKind: JobKind<AsrParams, AsrSummary> = {
@@ -241,10 +263,14 @@ export const asrKind: JobKind<AsrParams, AsrSummary> = {
     const judge = fields.string('judge', {default: 'keyword-paper', oneOf: JUDGES}).value as JudgeName
     const limit = fields.has('limit') ? fields.number('limit', {integer: true, min: 1}).value : undefined
     if (fields.has('heads') && fields.has('heads_from')) throw fields.error('heads_from', 'give heads or heads_from, not both')
-    const top = fields.has('top') ? fields.number('top', {integer: true, min: 1}).value : undefined
+    const fromJob = fields.has('heads_from_job') ? fields.string('heads_from_job') : undefined
+    if (fromJob && (fields.has('heads') || fields.has('heads_from'))) throw fields.error('heads_from_job', 'give one of heads, heads_from, heads_from_job')
+    const top = !fromJob && fields.has('top') ? fields.number('top', {integer: true, min: 1}).value : undefined
     const avoid = fields.optionalString('avoid')
-    const selections: HeadSelection[] = []
-    for (const seed of seeds) {
+    const selections: HeadSelection[] = fromJob
+      ? fields.numberList('top', {integer: true, min: 1}).map((t) => ({kind: 'job' as const, job: fromJob.value, top: t.value}))
+      : []
+    for (const seed of fromJob ? [] : seeds) {
       if (fields.has('heads_from')) {
         const from = fields.string('heads_from')
         selections.push(located(fields, from, (dir) => readHeadsFrom(dir, top, context.baseDir)))
@@ -262,15 +288,12 @@ export const asrKind: JobKind<AsrParams, AsrSummary> = {
     const jobs: JobSpec<AsrParams>[] = []
     for (const {model, dataset, method, eps, template, nameParts} of matrixCells(matrix, prefix)) {
       for (const [i, heads] of selections.entries()) {
-        const seed = seeds[i]
+        const seed = heads.kind === 'job' ? seeds[0] : seeds[i]
         const parts = [...nameParts.slice(0, 5), selectionLabel(heads), ...nameParts.slice(5)]
-        if (heads.kind !== 'random' && selections.length > 1) parts.push(`s${seed}`)
-        jobs.push({
-          kind: 'asr',
-          name: parts.join('-'),
-          model,
-          params: {dataset, heads, method, eps, template, maxNewTokens, sampling, seed, judge, limit},
-        })
+        if (heads.kind !== 'random' && heads.kind !== 'job' && selections.length > 1) parts.push(`s${seed}`)
+        const params: AsrParams = {dataset, heads, method, eps, template, maxNewTokens, sampling, seed, judge, limit}
+        const needs = fromJob && [referenceTo(fromJob, dataset.name, (message) => fields.errorAt(fromJob, message), params)]
+        jobs.push({kind: 'asr', name: parts.join('-'), model, params, ...(needs ? {needs} : {})})
       }
     }
 

@@ -17,18 +17,37 @@ export interface ParseContext {
   remoteModels?: boolean
 }
 
+/**
+ * A job's use of another job's result (e.g. an asr job taking the heads a search found).
+ * The sweep checks it before any work: the job exists, comes earlier, is of an accepted kind
+ * and runs the same model; `bind` then receives the referenced job's full name.
+ */
+export interface JobReference {
+  /** As written: a full job name, or the `name:` prefix of a job entry. */
+  job: string
+  kinds: readonly string[]
+  /** Jobs whose names start with `<job>-` match too when their params.dataset has this name. */
+  dataset: string
+  error(message: string): Error
+  bind(name: string): void
+}
+
 /** One concrete job: a kind, a unique name, the model it needs a sidecar for, typed options. */
 export interface JobSpec<P = unknown> {
   kind: string
   name: string
   model: ResolvedModel
   params: P
+  /** Results of other jobs of the sweep this one reads. */
+  needs?: JobReference[]
 }
 
 export interface RunContext {
   client: SidecarClient
   /** The job's own output folder (created by the runner). */
   outDir: string
+  /** The sweep's folder, holding every job's folder (sweep runs only). */
+  sweepDir?: string
   log: (message: string) => void
 }
 

@@ -56,7 +56,7 @@ export async function runSweep(
         log(`[${n}/${sweep.jobs.length}] ${job.name}`)
         const out = resolve(dir, job.name)
         mkdirSync(out, {recursive: true})
-        const result = await JOB_KINDS[job.kind].run(job, {client, outDir: out, log})
+        const result = await JOB_KINDS[job.kind].run(job, {client, outDir: out, sweepDir: dir, log})
         outcomes.push({name: job.name, kind: job.kind, model: job.model.name, out, result})
       }
     })

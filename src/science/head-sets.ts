@@ -13,6 +13,8 @@ export type HeadSelection =
   | {kind: 'list'; heads: Head[]}
   | {kind: 'from'; dir: string; source: 'ships' | 'search'; heads: Head[]; top?: number}
   | {kind: 'random'; k: number; seed: number; avoid: Head[]}
+  /** The top-`top` heads of another job of the same sweep, read when this job runs (sweeps only). */
+  | {kind: 'job'; job: string; top: number}
 
 export interface ResolvedHeads {
   heads: Head[]
@@ -133,6 +135,8 @@ export function resolveHeads(selection: HeadSelection, geometry: Geometry, model
         heads: selection.heads,
         label: `${formatHeads(selection.heads)} (${selection.source === 'ships' ? `top-${selection.top} by mean KL of the ships run` : 'group of the search run'} ${selection.dir})`,
       }
+    case 'job':
+      throw new HeadNameError(`heads from job ${selection.job}: only a sweep run can read another job's result`)
     case 'random': {
       for (const h of selection.avoid) checkHeadInModel(h, geometry, model, '--avoid head')
       const avoided = new Set(selection.avoid.map(formatHead))

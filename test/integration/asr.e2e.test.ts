@@ -144,6 +144,22 @@ describe.skipIf(skipIntegration)('asr and params end to end (real sidecar, tiny 
     for (const seed of [1, 2]) expect(existsSync(join(dir, 'runs', 'asr-sweep', `asr-tiny-llama-prompts-ua-1e-5-random2-s${seed}`, 'replies.jsonl'))).toBe(true)
   })
 
+  it('asr jobs take the top-1 and top-2 heads of a ships job of the same sweep (heads_from_job)', async () => {
+    const sweep = join(dir, 'chain.yaml')
+    writeFileSync(
+      sweep,
+      `name: chain\njobs:\n  - kind: ships\n    name: scan\n    matrix: {model: ${model}, dataset: ${prompts}}\n  - kind: asr\n    heads_from_job: scan\n    top: [1, 2]\n    max_new_tokens: 4\n    matrix: {model: ${model}, dataset: ${prompts}}\n`,
+    )
+    const run = await cli(['run', sweep, '--runs-dir', join(dir, 'runs'), '--endpoint', endpoint, '--json'])
+    expect(run.exitCode, run.stderr).toBe(0)
+    const folder = join(dir, 'runs', 'chain')
+    const ranked = (JSON.parse(readFileSync(join(folder, 'scan-tiny-llama-prompts-ua-1e-5', 'summary.json'), 'utf8')) as {heads: {layer: number; head: number}[]}).heads
+    for (const top of [1, 2]) {
+      const summary = JSON.parse(readFileSync(join(folder, `asr-tiny-llama-prompts-ua-1e-5-top${top}`, 'summary.json'), 'utf8')) as AsrSummary
+      expect(summary.heads).toEqual(ranked.slice(0, top).map(({layer, head}) => ({layer, head})))
+    }
+  })
+
   it('params: config.json alone and the sidecar\'s Describe agree (tiny Llama, tiny Qwen2 with q bias, the organism)', async () => {
     // the tiny Llama through the running sidecar; the others each through a local one (--describe)
     for (const [m, bias, via] of [
