@@ -24,7 +24,7 @@
  * A job can use an earlier job's result: an asr job with `heads_from_job: <name>` and
  * `top: [1, 2, 3]` runs once per top-k with the first k heads of that ships job (by mean KL) or
  * search job (its group), read when it runs. <name> is a full job name or the `name:` of a job
- * entry (matched on the same model and dataset); a missing, later, other-kind or other-model
+ * entry (matched on the same model and dataset, then method, eps, template); a missing, later, other-kind or other-model
  * job is an error at that line before any work.
  *
  * Each concrete job is named from its matrix cell, e.g. `scan-organism-jailbreakbench-ua-1e-5`,
@@ -129,19 +129,34 @@ export function parseSweep(text: string, file: string, options: SweepOptions = {
  * Check every job's references to other jobs before any work, and bind each to a full job name:
  * an exact name, or else the one earlier job named `<ref>-...` on the same dataset.
  */
-function datasetOf(job: JobSpec): string | undefined {
-  return (job.params as {dataset?: {name?: string}} | undefined)?.dataset?.name
+type CellParams = {dataset?: {name?: string}; method?: string; eps?: number; template?: string} | undefined
+
+/**
+ * Jobs named `<prefix>-...` on the same model and dataset; when several remain (a matrix over
+ * methods, eps or templates), those that also share this job's method, then eps, then template.
+ */
+function prefixMatches(jobs: JobSpec[], job: JobSpec, prefix: string): number[] {
+  const mine = job.params as CellParams
+  let matches = jobs.flatMap((j, i) => {
+    const theirs = j.params as CellParams
+    return j.name.startsWith(`${prefix}-`) && j.model.source === job.model.source && theirs?.dataset?.name === mine?.dataset?.name ? [i] : []
+  })
+  for (const key of ['method', 'eps', 'template'] as const) {
+    const narrower = matches.filter((i) => (jobs[i].params as CellParams)?.[key] === mine?.[key])
+    if (matches.length > 1 && narrower.length > 0) matches = narrower
+  }
+
+  return matches
 }
 
 function bindReferences(jobs: JobSpec[]): void {
   for (const [index, job] of jobs.entries()) {
     for (const ref of job.needs ?? []) {
       const exact = jobs.findIndex((j) => j.name === ref.job)
-      const matches =
-        exact >= 0 ? [exact] : jobs.flatMap((j, i) => (j.name.startsWith(`${ref.job}-`) && datasetOf(j) === ref.dataset && j.model.source === job.model.source ? [i] : []))
+      const matches = exact >= 0 ? [exact] : prefixMatches(jobs, job, ref.job)
       if (matches.length === 0) {
         const known = jobs.filter((j) => ref.kinds.includes(j.kind)).map((j) => j.name)
-        throw ref.error(`no ${ref.kinds.join(' or ')} job named ${ref.job} (or ${ref.job}-... on dataset ${ref.dataset}) in this sweep${known.length ? `; jobs: ${known.join(', ')}` : ''}`)
+        throw ref.error(`no ${ref.kinds.join(' or ')} job named ${ref.job} (or ${ref.job}-... on the same model and dataset) in this sweep${known.length ? `; jobs: ${known.join(', ')}` : ''}`)
       }
 
       if (matches.length > 1) throw ref.error(`${ref.job} matches several jobs (${matches.map((i) => jobs[i].name).join(', ')}); give the full job name`)

@@ -231,11 +231,10 @@ function selectionLabel(selection: HeadSelection): string {
 }
 
 /** `heads_from_job` in a sweep: the heads of an earlier ships (top-k) or search (group prefix) job. */
-function referenceTo(ref: Located<string>, dataset: string, error: (message: string) => Error, params: AsrParams): JobReference {
+function referenceTo(ref: Located<string>, error: (message: string) => Error, params: AsrParams): JobReference {
   return {
     job: ref.value,
     kinds: ['ships', 'search'],
-    dataset,
     error,
     bind(name) {
       if (params.heads.kind === 'job') params.heads = {...params.heads, job: name}
@@ -292,7 +291,7 @@ export const asrKind: JobKind<AsrParams, AsrSummary> = {
         const parts = [...nameParts.slice(0, 5), selectionLabel(heads), ...nameParts.slice(5)]
         if (heads.kind !== 'random' && heads.kind !== 'job' && selections.length > 1) parts.push(`s${seed}`)
         const params: AsrParams = {dataset, heads, method, eps, template, maxNewTokens, sampling, seed, judge, limit}
-        const needs = fromJob && [referenceTo(fromJob, dataset.name, (message) => fields.errorAt(fromJob, message), params)]
+        const needs = fromJob && [referenceTo(fromJob, (message) => fields.errorAt(fromJob, message), params)]
         jobs.push({kind: 'asr', name: parts.join('-'), model, params, ...(needs ? {needs} : {})})
       }
     }

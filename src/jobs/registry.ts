@@ -26,8 +26,6 @@ export interface JobReference {
   /** As written: a full job name, or the `name:` prefix of a job entry. */
   job: string
   kinds: readonly string[]
-  /** Jobs whose names start with `<job>-` match too when their params.dataset has this name. */
-  dataset: string
   error(message: string): Error
   bind(name: string): void
 }
