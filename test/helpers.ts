@@ -4,6 +4,8 @@ import {existsSync} from 'node:fs'
 import {dirname, resolve} from 'node:path'
 import {fileURLToPath} from 'node:url'
 
+import {ConfigError} from '../src/config/fields.js'
+
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 export const python = process.env.SAHARA_PYTHON ?? resolve(repoRoot, 'sidecar', '.venv', 'bin', 'python')
 
@@ -28,4 +30,16 @@ export function cli(args: string[], options: {cwd?: string; timeoutMs?: number} 
 export async function buildTinyModel(dir: string, family = 'llama'): Promise<string> {
   await execa(python, [resolve(repoRoot, 'test', 'fixtures', 'build_tiny_model.py'), dir, '--family', family], {cwd: repoRoot})
   return dir
+}
+
+/** The ConfigError that `parse` throws (any other outcome fails the test). */
+export function configErrorOf(parse: () => unknown): ConfigError {
+  try {
+    parse()
+  } catch (error) {
+    if (error instanceof ConfigError) return error
+    throw error
+  }
+
+  throw new Error('expected a ConfigError')
 }

@@ -28,6 +28,12 @@ export function parseEps(text: string): number | string {
   return Number.isFinite(eps) && eps > 0 ? eps : `--eps must be a positive finite number, got ${JSON.stringify(text)}`
 }
 
+/** --smoothing as a finite number >= 0, or a message for the usage error. */
+export function parseSmoothing(text: string): number | string {
+  const smoothing = Number(text)
+  return Number.isFinite(smoothing) && smoothing >= 0 ? smoothing : `--smoothing must be a finite number >= 0, got ${JSON.stringify(text)}`
+}
+
 /** The model (remote when an endpoint serves it) and the dataset; throws ModelError / DatasetError. */
 export function resolveModelAndDataset(flags: {model: string; dataset: string; endpoint?: string}): {model: ResolvedModel; dataset: Dataset} {
   const model = resolveModel(flags.model, process.cwd(), {remote: flags.endpoint !== undefined})

@@ -2,7 +2,7 @@ import {Flags} from '@oclif/core'
 import {resolve} from 'node:path'
 
 import {SaharaCommand} from '../cli/base.js'
-import {ablationFlags, datasetFlag, modelFlag, parseEps, resolveModelAndDataset} from '../cli/ablation-flags.js'
+import {ablationFlags, datasetFlag, modelFlag, parseEps, parseSmoothing, resolveModelAndDataset} from '../cli/ablation-flags.js'
 import {sidecarFlags, withSidecar} from '../cli/sidecar-session.js'
 import {type ScoreKind, type SearchParams, type SearchSummary, SCORES, SearchStateError, describeScore, formatScore, precheckStoredSteps, runSearch} from '../jobs/search.js'
 import {type Method, type Template, formatEps} from '../jobs/ships.js'
@@ -50,8 +50,8 @@ OUT/summary.json. Re-run with more --steps to continue from the stored steps.`
     this.quiet = flags.quiet
     const eps = parseEps(flags.eps)
     if (typeof eps === 'string') this.error(eps, {exit: 2})
-    const smoothing = Number(flags.smoothing)
-    if (!(Number.isFinite(smoothing) && smoothing >= 0)) this.error(`--smoothing must be a finite number >= 0, got ${JSON.stringify(flags.smoothing)}`, {exit: 2})
+    const smoothing = parseSmoothing(flags.smoothing)
+    if (typeof smoothing === 'string') this.error(smoothing, {exit: 2})
 
     let model, dataset
     try {

@@ -2,7 +2,7 @@ import {Flags} from '@oclif/core'
 import {resolve} from 'node:path'
 
 import {SaharaCommand} from '../cli/base.js'
-import {ablationFlags, datasetFlag, modelFlag, parseEps, resolveModelAndDataset} from '../cli/ablation-flags.js'
+import {ablationFlags, datasetFlag, modelFlag, parseEps, parseSmoothing, resolveModelAndDataset} from '../cli/ablation-flags.js'
 import {sidecarFlags, withSidecar} from '../cli/sidecar-session.js'
 import {type ShipsSummary, type Method, type Template, formatEps, runShips} from '../jobs/ships.js'
 import {modelLabel} from '../models.js'
@@ -38,8 +38,8 @@ each head in their top-k).`
     this.quiet = flags.quiet
     const eps = parseEps(flags.eps)
     if (typeof eps === 'string') this.error(eps, {exit: 2})
-    const smoothing = Number(flags.smoothing)
-    if (!(Number.isFinite(smoothing) && smoothing >= 0)) this.error(`--smoothing must be a finite number >= 0, got ${JSON.stringify(flags.smoothing)}`, {exit: 2})
+    const smoothing = parseSmoothing(flags.smoothing)
+    if (typeof smoothing === 'string') this.error(smoothing, {exit: 2})
 
     let model, dataset
     try {

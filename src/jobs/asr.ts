@@ -21,7 +21,7 @@ import {type HeadSelection, formatHeads, parseHeadsOption, resolveHeads} from '.
 import {type Head, HeadNameError, formatHead} from '../science/heads.js'
 import type {Verdict} from '../science/judge.js'
 import {formatPercent, modification} from '../science/params.js'
-import {DType, type GenerateResponse} from '../sidecar/client.js'
+import {type GenerateResponse, type SidecarInfo, sidecarInfo} from '../sidecar/client.js'
 import {located, matrixCells, parseMatrix} from './matrix.js'
 import type {JobKind, JobReference, JobSpec, ParseContext, RunContext} from './registry.js'
 import {METHOD_ENUM, type Method, TEMPLATE_ENUM, type Template, formatEps} from './ships.js'
@@ -101,7 +101,7 @@ export interface AsrSummary extends AsrResult {
   max_new_tokens: number
   /** Weights the ablation changes (src/science/params.ts), from the sidecar's Describe. */
   parameters: {modified: number; total: number; percent: number; percent_text: string; counted: string}
-  sidecar: {endpoint: string; device: string; dtype: string; sidecar_version: string; torch_version: string; transformers_version: string}
+  sidecar: SidecarInfo
   generate_calls: number
   timings: {describe_s: number; generate_clean_s: number; generate_ablated_s: number; judge_s: number; total_s: number}
 }
@@ -189,14 +189,7 @@ export async function runAsr(model: ResolvedModel, params: AsrParams, context: R
     seed: params.seed,
     max_new_tokens: params.maxNewTokens,
     parameters: {modified: edit.modified, total: edit.total, percent: edit.percent, percent_text: formatPercent(edit.percent), counted: edit.counted},
-    sidecar: {
-      endpoint: client.endpoint,
-      device: facts.device,
-      dtype: (DType[facts.dtype] ?? String(facts.dtype)).replace('DTYPE_', '').toLowerCase(),
-      sidecar_version: facts.sidecarVersion,
-      torch_version: facts.torchVersion,
-      transformers_version: facts.transformersVersion,
-    },
+    sidecar: sidecarInfo(client.endpoint, facts),
     generate_calls: calls,
     timings: {
       describe_s: seconds(tDescribe),

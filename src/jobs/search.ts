@@ -30,7 +30,7 @@ import type {ResolvedModel} from '../models.js'
 import {type Head, allHeads, formatHead} from '../science/heads.js'
 import {DEFAULT_SMOOTHING, klDivergence} from '../science/kl.js'
 import {ANGLE_SUMS, type AngleSum, type Matrix, type Representation, leftSingularVectors, matrix, representation, subspaceShift} from '../science/subspace.js'
-import {type AblationSpec, DType} from '../sidecar/client.js'
+import {type AblationSpec, type SidecarInfo, sidecarInfo} from '../sidecar/client.js'
 import {located, matrixCells, parseMatrix} from './matrix.js'
 import type {JobKind, JobSpec, ParseContext, RunContext} from './registry.js'
 import {METHOD_ENUM, type Method, TEMPLATE_ENUM, type Template, formatEps} from './ships.js'
@@ -131,7 +131,7 @@ export interface SearchSummary {
   computed_steps: number[]
   /** The clean representation matrix (score angles): how much of it the mean row explains. */
   clean_representation?: CleanRepresentationFacts
-  sidecar: {endpoint: string; device: string; dtype: string; sidecar_version: string; torch_version: string; transformers_version: string}
+  sidecar: SidecarInfo
   requests: number
   timings: {describe_s: number; base_s: number; forward_s: number; score_s: number; total_s: number}
 }
@@ -481,14 +481,7 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
     resumed_steps: lines.length - computed.length,
     computed_steps: [...computed],
     ...(cleanRepresentation ? {clean_representation: cleanRepresentation} : {}),
-    sidecar: {
-      endpoint: client.endpoint,
-      device: facts.device,
-      dtype: (DType[facts.dtype] ?? String(facts.dtype)).replace('DTYPE_', '').toLowerCase(),
-      sidecar_version: facts.sidecarVersion,
-      torch_version: facts.torchVersion,
-      transformers_version: facts.transformersVersion,
-    },
+    sidecar: sidecarInfo(client.endpoint, facts),
     requests: scorer?.requests ?? 0,
     timings: {
       describe_s: seconds(tDescribe),

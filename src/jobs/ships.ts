@@ -17,7 +17,7 @@ import type {ResolvedModel} from '../models.js'
 import {type Head, allHeads, formatHead} from '../science/heads.js'
 import {DEFAULT_SMOOTHING, klAgainstClean} from '../science/kl.js'
 import {type HeadKl, type RankedHead, rankHeads, topKHeads} from '../science/ships.js'
-import {AblationMethod, type AblationSpec, DType, PromptTemplate} from '../sidecar/client.js'
+import {AblationMethod, type AblationSpec, PromptTemplate, type SidecarInfo, sidecarInfo} from '../sidecar/client.js'
 import {located, matrixCells, parseMatrix} from './matrix.js'
 import type {JobKind, JobSpec, ParseContext, RunContext} from './registry.js'
 
@@ -77,7 +77,7 @@ export interface ShipsSummary {
   top_k: number
   smoothing: number
   n_queries: number
-  sidecar: {endpoint: string; device: string; dtype: string; sidecar_version: string; torch_version: string; transformers_version: string}
+  sidecar: SidecarInfo
   requests: number
   timings: {describe_s: number; forward_s: number; kl_s: number; total_s: number}
   /** All L×H heads, ranked by mean KL over the queries (largest first). */
@@ -211,14 +211,7 @@ export async function runShips(
     top_k: params.topK,
     smoothing: params.smoothing,
     n_queries: prompts.length,
-    sidecar: {
-      endpoint: client.endpoint,
-      device: facts.device,
-      dtype: (DType[facts.dtype] ?? String(facts.dtype)).replace('DTYPE_', '').toLowerCase(),
-      sidecar_version: facts.sidecarVersion,
-      torch_version: facts.torchVersion,
-      transformers_version: facts.transformersVersion,
-    },
+    sidecar: sidecarInfo(client.endpoint, facts),
     requests,
     timings: {describe_s: seconds(tDescribe), forward_s: seconds(forwardMs), kl_s: seconds(klMs), total_s: seconds(performance.now() - t0)},
     heads: ranked,

@@ -166,6 +166,27 @@ export function decodeLittleEndian(bytes: Uint8Array, dtype: DType): Float32Arra
   return out
 }
 
+/** Which sidecar served a run, as recorded in every job summary. */
+export interface SidecarInfo {
+  endpoint: string
+  device: string
+  dtype: string
+  sidecar_version: string
+  torch_version: string
+  transformers_version: string
+}
+
+export function sidecarInfo(endpoint: string, facts: DescribeResponse): SidecarInfo {
+  return {
+    endpoint,
+    device: facts.device,
+    dtype: (DType[facts.dtype] ?? String(facts.dtype)).replace('DTYPE_', '').toLowerCase(),
+    sidecar_version: facts.sidecarVersion,
+    torch_version: facts.torchVersion,
+    transformers_version: facts.transformersVersion,
+  }
+}
+
 export class SidecarClient {
   private readonly service: AblationServiceClient
   private readonly health: HealthClient

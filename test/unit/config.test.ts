@@ -3,9 +3,10 @@ import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {beforeAll, describe, expect, it} from 'vitest'
 
-import {ConfigError} from '../../src/config/fields.js'
+import type {ConfigError} from '../../src/config/fields.js'
 import {loadSweep, parseSweep} from '../../src/config/sweep.js'
 import type {ShipsParams} from '../../src/jobs/ships.js'
+import {configErrorOf} from '../helpers.js'
 
 let dir: string
 let file: string
@@ -21,14 +22,7 @@ beforeAll(() => {
 
 /** Parse `text` as if it were <dir>/sweep.yaml; return the thrown ConfigError. */
 function configError(text: string): ConfigError {
-  try {
-    parseSweep(text, file)
-  } catch (error) {
-    if (error instanceof ConfigError) return error
-    throw error
-  }
-
-  throw new Error('expected a ConfigError')
+  return configErrorOf(() => parseSweep(text, file))
 }
 
 const good = `name: t

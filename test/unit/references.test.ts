@@ -3,9 +3,10 @@ import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {beforeAll, describe, expect, it} from 'vitest'
 
-import {ConfigError} from '../../src/config/fields.js'
+import type {ConfigError} from '../../src/config/fields.js'
 import {parseSweep} from '../../src/config/sweep.js'
 import type {AsrParams} from '../../src/jobs/asr.js'
+import {configErrorOf} from '../helpers.js'
 
 let file: string
 
@@ -23,14 +24,7 @@ const sweep = (asr: string, first = '  - kind: search\n    name: sahara\n    mat
   `name: refs\njobs:\n${first}  - kind: asr\n    matrix: {model: ./tiny, dataset: ./prompts.txt}\n${asr}`
 
 function errorOf(text: string): ConfigError {
-  try {
-    parseSweep(text, file)
-  } catch (error) {
-    if (error instanceof ConfigError) return error
-    throw error
-  }
-
-  throw new Error('expected a ConfigError')
+  return configErrorOf(() => parseSweep(text, file))
 }
 
 describe('asr jobs taking heads from another job of the sweep', () => {

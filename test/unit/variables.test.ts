@@ -3,9 +3,10 @@ import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {beforeAll, describe, expect, it} from 'vitest'
 
-import {ConfigError} from '../../src/config/fields.js'
+import type {ConfigError} from '../../src/config/fields.js'
 import {parseSweep} from '../../src/config/sweep.js'
 import type {ShipsParams} from '../../src/jobs/ships.js'
+import {configErrorOf} from '../helpers.js'
 
 let file: string
 
@@ -27,14 +28,7 @@ function datasetsOf(text: string, env: Record<string, string> = {}): string[] {
 }
 
 function errorOf(text: string, env: Record<string, string> = {}): ConfigError {
-  try {
-    parseSweep(text, file, {env})
-  } catch (error) {
-    if (error instanceof ConfigError) return error
-    throw error
-  }
-
-  throw new Error('expected a ConfigError')
+  return configErrorOf(() => parseSweep(text, file, {env}))
 }
 
 describe('sweep variables', () => {
