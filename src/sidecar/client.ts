@@ -15,6 +15,8 @@ import {
   AblationServiceClient,
   type DescribeResponse,
   DType,
+  Engine,
+  type ForwardStats,
   type ForwardRequest,
   type ForwardResponse,
   type GenerateRequest,
@@ -22,8 +24,8 @@ import {
   type TensorHeader,
 } from '../gen/sahara/v1/sahara.js'
 
-export {AblationMethod, DType, PromptTemplate} from '../gen/sahara/v1/sahara.js'
-export type {AblationSpec, DescribeResponse, ForwardRequest, GenerateRequest, GenerateResponse} from '../gen/sahara/v1/sahara.js'
+export {AblationMethod, DType, Engine, PromptTemplate} from '../gen/sahara/v1/sahara.js'
+export type {AblationSpec, DescribeResponse, ForwardRequest, ForwardStats, GenerateRequest, GenerateResponse} from '../gen/sahara/v1/sahara.js'
 
 export class SidecarError extends Error {
   override name = 'SidecarError'
@@ -47,6 +49,8 @@ export interface ForwardResult {
   tensors: Map<string, Tensor>
   /** Tokens per prompt after templating. */
   promptTokens: number[]
+  /** What the sidecar did (sent last; absent from sidecars that predate it). */
+  stats?: ForwardStats
 }
 
 export interface ClientOptions {
@@ -80,6 +84,7 @@ export function toSidecarError(error: unknown, call: string, endpoint: string): 
 /** Reassemble one Forward stream (header first, then chunks) into typed arrays. */
 export class TensorAssembler {
   private header: {tensors: TensorHeader[]; promptTokens: number[]} | undefined
+  private stats: ForwardStats | undefined
   private readonly buffers = new Map<string, {header: TensorHeader; bytes: Uint8Array; spans: [number, number][]}>()
 
   add(message: ForwardResponse): void {
@@ -104,8 +109,14 @@ export class TensorAssembler {
       return
     }
 
+    if (message.stats) {
+      if (!this.header) throw new SidecarError('Forward stream: stats before the header', 'PROTOCOL')
+      this.stats = message.stats
+      return
+    }
+
     const chunk = message.chunk
-    if (!chunk) throw new SidecarError('Forward stream: a message with neither header nor chunk', 'PROTOCOL')
+    if (!chunk) throw new SidecarError('Forward stream: a message with neither header, chunk nor stats', 'PROTOCOL')
     if (!this.header) throw new SidecarError('Forward stream: a chunk before the header', 'PROTOCOL')
     const target = this.buffers.get(chunk.name)
     if (!target) throw new SidecarError(`Forward stream: a chunk of undeclared tensor ${JSON.stringify(chunk.name)}`, 'PROTOCOL')
@@ -145,7 +156,7 @@ export class TensorAssembler {
       tensors.set(name, {name, dtype: header.dtype, shape: header.shape, data: decodeLittleEndian(bytes, header.dtype)})
     }
 
-    return {tensors, promptTokens: this.header.promptTokens}
+    return {tensors, promptTokens: this.header.promptTokens, ...(this.stats ? {stats: this.stats} : {})}
   }
 }
 
@@ -252,6 +263,8 @@ export class SidecarClient {
       returnLogprobs: false,
       returnHidden: false,
       maxBatchRows: 0,
+      engine: Engine.ENGINE_UNSPECIFIED,
+      memoryBudgetGib: 0,
       ...request,
     }
     return new Promise((resolve, reject) => {
