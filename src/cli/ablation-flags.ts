@@ -5,6 +5,7 @@
 import {Flags} from '@oclif/core'
 
 import {type Dataset, loadDataset} from '../data/datasets.js'
+import {ENGINES, type EngineName, type EngineOptions, type Prefilter, parseMemoryBudget, parsePrefilter} from '../jobs/engine.js'
 import {METHODS, TEMPLATES} from '../jobs/ships.js'
 import {type ResolvedModel, resolveModel} from '../models.js'
 
@@ -20,6 +21,32 @@ export const ablationFlags = {
   method: Flags.string({description: 'ablation: ua (query x eps), sc (head output x eps), mean (query = layer mean)', options: [...METHODS], default: 'ua'}),
   eps: Flags.string({description: 'ablation strength, a positive number', default: '1e-5'}),
   template: Flags.string({description: 'prompt format: paper ("## Query:{q}\\n## Answer:"), direct (raw), chat (the tokenizer\'s)', options: [...TEMPLATES], default: 'paper'}),
+}
+
+/** How the sidecar computes the ablated forwards (ships, search). */
+export const engineFlags = {
+  engine: Flags.string({
+    description: 'fast: many ablations per forward, clean-pass reuse, memory-budget batches; naive: one unpadded forward per (prompt, head), as the authors\' code (for comparison)',
+    options: [...ENGINES],
+    default: 'fast',
+  }),
+  'memory-budget': Flags.string({description: 'activation memory one forward may use, in GiB, or auto (free device memory, or a CPU default)', default: 'auto', helpValue: 'GIB'}),
+  prefilter: Flags.string({
+    description: 'atp:K: rank every head by a first-order attribution estimate (one forward + backward), then score only the top K exactly (UA and SC)',
+    helpValue: 'atp:K',
+  }),
+}
+
+/** --engine, --memory-budget and --prefilter read, or a message for the usage error. */
+export function parseEngineFlags(flags: {engine: string; 'memory-budget': string; prefilter?: string; method?: string}): {engineOptions: EngineOptions; prefilter?: Prefilter} | string {
+  const memoryBudgetGib = parseMemoryBudget(flags['memory-budget'])
+  if (typeof memoryBudgetGib === 'string') return memoryBudgetGib
+  const engineOptions = {engine: flags.engine as EngineName, memoryBudgetGib}
+  if (flags.prefilter === undefined) return {engineOptions}
+  const prefilter = parsePrefilter(flags.prefilter)
+  if (typeof prefilter === 'string') return prefilter
+  if (flags.method === 'mean') return '--prefilter needs --method ua or sc (mean ablation has no eps to differentiate)'
+  return {engineOptions, prefilter}
 }
 
 /** --eps as a positive finite number, or a message for the usage error. */

@@ -2,7 +2,7 @@ import {Flags} from '@oclif/core'
 import {resolve} from 'node:path'
 
 import {SaharaCommand} from '../cli/base.js'
-import {ablationFlags, datasetFlag, modelFlag, parseEps, parseSmoothing, resolveModelAndDataset} from '../cli/ablation-flags.js'
+import {ablationFlags, datasetFlag, engineFlags, modelFlag, parseEngineFlags, parseEps, parseSmoothing, resolveModelAndDataset} from '../cli/ablation-flags.js'
 import {sidecarFlags, withSidecar} from '../cli/sidecar-session.js'
 import {type ShipsSummary, type Method, type Template, formatEps, runShips} from '../jobs/ships.js'
 import {modelLabel} from '../models.js'
@@ -19,6 +19,7 @@ each head in their top-k).`
     '<%= config.bin %> ships --model organism --dataset jailbreakbench',
     '<%= config.bin %> ships --model organism --dataset ../shared/data/jailbreakbench.json --json',
     '<%= config.bin %> ships --model ./my-model --dataset prompts.csv --method sc --eps 1e-4 --top-k 5 --out runs/sc',
+    '<%= config.bin %> ships --model ./my-model --dataset advbench --prefilter atp:64 --memory-budget 20',
   ]
 
   static override flags = {
@@ -30,6 +31,7 @@ each head in their top-k).`
     limit: Flags.integer({description: 'only the first N prompts', min: 1}),
     out: Flags.string({char: 'o', description: 'output folder (default runs/ships-<model>-<dataset>-<method>-<eps>)'}),
     show: Flags.integer({description: 'heads shown in the table', default: 10, min: 1}),
+    ...engineFlags,
     ...sidecarFlags,
   }
 
@@ -40,6 +42,8 @@ each head in their top-k).`
     if (typeof eps === 'string') this.error(eps, {exit: 2})
     const smoothing = parseSmoothing(flags.smoothing)
     if (typeof smoothing === 'string') this.error(smoothing, {exit: 2})
+    const engine = parseEngineFlags(flags)
+    if (typeof engine === 'string') this.error(engine, {exit: 2})
 
     let model, dataset
     try {
@@ -53,7 +57,7 @@ each head in their top-k).`
     let summary: ShipsSummary
     try {
       summary = await withSidecar(model, {...flags, log: (m) => this.progress(m)}, (client) =>
-        runShips(model, {dataset, method, eps, template: flags.template as Template, topK: flags['top-k'], smoothing, limit: flags.limit}, {
+        runShips(model, {dataset, method, eps, template: flags.template as Template, topK: flags['top-k'], smoothing, limit: flags.limit, ...engine}, {
           client,
           outDir,
           log: (m) => this.progress(m),
@@ -64,6 +68,7 @@ each head in their top-k).`
     }
 
     this.log(`Ships: ${summary.model} on ${summary.dataset} (${summary.n_queries} queries), ${summary.method} eps=${formatEps(summary.eps)}, ${summary.template} template`)
+    if (summary.prefilter) this.log(`pre-filter ${summary.prefilter.prefilter}: ${summary.prefilter.scored.length} heads scored exactly, the others have no KL`)
     this.log('')
     this.log('rank  head      mean KL        top-k count')
     for (const [i, h] of summary.heads.slice(0, flags.show).entries()) {
@@ -71,7 +76,8 @@ each head in their top-k).`
     }
 
     this.log('')
-    this.log(`${summary.heads.length} heads ranked in ${summary.timings.total_s} s; written to ${outDir}/{ships.jsonl,summary.json}`)
+    const t = summary.timings
+    this.log(`${summary.heads.length} heads ranked in ${t.total_s} s (${t.engine} engine, sidecar compute ${t.sidecar_stats.compute_s.toFixed(2)} s); written to ${outDir}/{ships.jsonl,summary.json}`)
     return summary
   }
 }

@@ -30,7 +30,25 @@ import type {ResolvedModel} from '../models.js'
 import {type Head, allHeads, formatHead} from '../science/heads.js'
 import {DEFAULT_SMOOTHING, klDivergence} from '../science/kl.js'
 import {ANGLE_SUMS, type AngleSum, type Matrix, type Representation, leftSingularVectors, matrix, representation, subspaceShift} from '../science/subspace.js'
-import {type AblationSpec, type SidecarInfo, sidecarInfo} from '../sidecar/client.js'
+import {type AblationSpec, type ForwardResult, type SidecarInfo, sidecarInfo} from '../sidecar/client.js'
+import {
+  DEFAULT_ENGINE,
+  ENGINE_KEYS,
+  type EngineName,
+  type EngineOptions,
+  type Prefilter,
+  type PrefilterSummary,
+  type StatsTotals,
+  addStats,
+  emptyTotals,
+  engineRequest,
+  formatPrefilter,
+  parseEngineFields,
+  pipelined,
+  prefilterHeads,
+  prefilterSummary,
+  roundedTotals,
+} from './engine.js'
 import {located, matrixCells, parseMatrix} from './matrix.js'
 import type {JobKind, JobSpec, ParseContext, RunContext} from './registry.js'
 import {METHOD_ENUM, type Method, TEMPLATE_ENUM, type Template, formatEps} from './ships.js'
@@ -58,6 +76,10 @@ export interface SearchParams {
   /** Discard stored steps instead of resuming. */
   restart?: boolean
   maxFloats?: number
+  /** Engine and memory budget sent with every Forward (default fast, auto). */
+  engineOptions?: EngineOptions
+  /** Rank every head once, on the clean model, by attribution; every step scores only the top K not yet chosen. */
+  prefilter?: Prefilter
 }
 
 /** What stored steps must agree on to be resumed. Irrelevant options are null. */
@@ -74,6 +96,8 @@ export interface SearchSettings {
   centre: boolean | null
   angle_sum: AngleSum | null
   smoothing: number | null
+  /** "atp:K" or null (steps stored before pre-filters existed read as null). */
+  prefilter: string | null
 }
 
 export interface ScoreEntry {
@@ -131,9 +155,23 @@ export interface SearchSummary {
   computed_steps: number[]
   /** The clean representation matrix (score angles): how much of it the mean row explains. */
   clean_representation?: CleanRepresentationFacts
+  /** Present with a pre-filter: the heads every step chose from (the only ones scored). */
+  prefilter?: PrefilterSummary
   sidecar: SidecarInfo
   requests: number
-  timings: {describe_s: number; base_s: number; forward_s: number; score_s: number; total_s: number}
+  timings: {
+    describe_s: number
+    /** The clean pass (and the pre-filter's Attribute call). */
+    base_s: number
+    /** Time waited for Forward results (requests are pipelined, so sidecar work overlaps the scoring). */
+    forward_s: number
+    score_s: number
+    total_s: number
+    engine: EngineName
+    memory_budget_gib: number | 'auto'
+    /** The sidecar's ForwardStats, summed over this run's Forward requests (clean pass included). */
+    sidecar_stats: StatsTotals
+  }
 }
 
 export interface CleanRepresentationFacts {
@@ -171,6 +209,7 @@ export function searchSettings(modelSource: string, params: SearchParams, prompt
     centre: angles ? params.centre : null,
     angle_sum: angles ? params.angleSum : null,
     smoothing: angles ? null : params.smoothing,
+    prefilter: params.prefilter ? formatPrefilter(params.prefilter) : null,
   }
 }
 
@@ -216,9 +255,9 @@ export function loadStoredSteps(path: string, settings: SearchSettings, options:
     }
 
     for (const key of Object.keys(settings) as (keyof SearchSettings)[]) {
-      if (line.settings[key] !== settings[key]) {
+      if ((line.settings[key] ?? null) !== settings[key]) {
         throw new SearchStateError(
-          `${path} holds steps made with ${key} = ${JSON.stringify(line.settings[key])}, but this run has ${key} = ${JSON.stringify(settings[key])}: ` +
+          `${path} holds steps made with ${key} = ${JSON.stringify(line.settings[key] ?? null)}, but this run has ${key} = ${JSON.stringify(settings[key])}: ` +
             'use another --out, or --restart to discard the stored steps',
         )
       }
@@ -283,8 +322,10 @@ interface Scorer {
   /** Scores for these candidate heads, each ablated together with `group`. */
   score(group: Head[], candidates: Head[]): Promise<number[]>
   requests: number
+  /** Time waited for Forward results (requests are pipelined). */
   forwardMs: number
   scoreMs: number
+  totals: StatsTotals
 }
 
 function checkTensor(endpoint: string, name: string, tensor: {shape: number[]} | undefined, expected: number[]): void {
@@ -328,6 +369,12 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
   }
 
   if (params.steps > heads.length) throw new SearchStateError(`--steps ${params.steps} exceeds the model's ${heads.length} heads`)
+  if (params.prefilter && params.steps > params.prefilter.k) {
+    throw new SearchStateError(`--steps ${params.steps} exceeds the ${params.prefilter.k} heads the pre-filter ${formatPrefilter(params.prefilter)} keeps`)
+  }
+
+  if (params.prefilter && params.method === 'mean') throw new SearchStateError('the attribution pre-filter needs method ua or sc (mean ablation has no eps to differentiate)')
+  const engineOptions = params.engineOptions ?? DEFAULT_ENGINE
   const prompts = promptsOf(params)
   if (prompts.length === 0) throw new SearchStateError(`dataset ${params.dataset.name} has no prompts`)
   const modelSource = model.kind === 'remote' ? facts.model : model.source
@@ -350,34 +397,64 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
   let baseMs = 0
   let cleanRepresentation: CleanRepresentationFacts | undefined
   let scorer: Scorer | undefined
+  let pool = heads // the heads a step may choose from
+  let prefilter: PrefilterSummary | undefined
   const prepare = async (): Promise<Scorer> => {
     const tb = performance.now()
+    if (params.prefilter) {
+      const result = await client.attribute({prompts, template, method: METHOD_ENUM[params.method], eps: params.eps})
+      const attribution = result.tensors.get('attribution')
+      checkTensor(client.endpoint, 'attribution', attribution, [N, geometry.numLayers, geometry.numHeads])
+      const chosen = prefilterHeads(attribution!.data, N, geometry, params.prefilter.k)
+      pool = chosen.heads
+      prefilter = prefilterSummary(params.prefilter, pool, chosen.meanAbs, geometry, seconds(performance.now() - tb))
+      log(`pre-filter ${prefilter.prefilter}: steps choose from ${pool.map(formatHead).join(', ')}`)
+    }
+
     const s = params.score === 'angles' ? await anglesScorer() : await klScorer()
     baseMs = performance.now() - tb
     return s
   }
 
+  /** Forward with this job's engine options; stats summed, the wait for results timed. */
+  const forward = (request: {prompts: string[]; specs: AblationSpec[]; returnHidden?: boolean; returnLogprobs?: boolean}) =>
+    client.forward({...request, template, ...engineRequest(engineOptions)})
+
+  /** Requests in order, pipelined (src/jobs/engine.ts); `consume` sees each result in turn. */
+  const run = async (s: Scorer, count: number, send: (r: number) => Promise<ForwardResult>, consume: (result: ForwardResult, r: number) => void): Promise<void> => {
+    let waitStart = performance.now()
+    await pipelined(count, send, (result, r) => {
+      s.forwardMs += performance.now() - waitStart
+      s.requests++
+      addStats(s.totals, result.stats)
+      consume(result, r)
+      waitStart = performance.now()
+    })
+  }
+
   /** The clean model's rows of one kind (hidden or logprobs), [N, width], float32. */
-  const cleanRows = async (kind: 'hidden' | 'logprobs', width: number, counter: {requests: number; forwardMs: number}): Promise<Float32Array> => {
+  const cleanRows = async (kind: 'hidden' | 'logprobs', width: number, s: Scorer): Promise<Float32Array> => {
     const out = new Float32Array(N * width)
     const chunk = Math.max(1, Math.min(N, Math.floor(maxFloats / width)))
-    for (let start = 0; start < N; start += chunk) {
-      const part = prompts.slice(start, start + chunk)
-      const tf = performance.now()
-      const result = await client.forward({prompts: part, template, specs: [spec([])], returnHidden: kind === 'hidden', returnLogprobs: kind === 'logprobs'})
-      counter.forwardMs += performance.now() - tf
-      counter.requests++
-      const tensor = result.tensors.get(kind)
-      checkTensor(client.endpoint, kind, tensor, [part.length, 1, width])
-      out.set(tensor!.data, start * width)
-    }
-
+    const part = (r: number) => prompts.slice(r * chunk, (r + 1) * chunk)
+    await run(
+      s,
+      Math.ceil(N / chunk),
+      (r) => forward({prompts: part(r), specs: [spec([])], returnHidden: kind === 'hidden', returnLogprobs: kind === 'logprobs'}),
+      (result, r) => {
+        const tensor = result.tensors.get(kind)
+        checkTensor(client.endpoint, kind, tensor, [part(r).length, 1, width])
+        out.set(tensor!.data, r * chunk * width)
+      },
+    )
     return out
   }
 
+  const newScorer = (): Scorer => ({requests: 0, forwardMs: 0, scoreMs: 0, totals: emptyTotals(), score: async () => []})
+
   const anglesScorer = async (): Promise<Scorer> => {
     const d = facts.hiddenSize
-    const s: Scorer = {requests: 0, forwardMs: 0, scoreMs: 0, score: async () => []}
+    const s = newScorer()
     const clean = matrix(N, d, await cleanRows('hidden', d, s))
     const options = {rMain: params.rMain, centre: params.centre, angleSum: params.angleSum}
     const base: Representation = representation(clean, options)
@@ -385,32 +462,33 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
     cleanRepresentation = cleanFacts(clean)
     s.score = async (group, candidates) => {
       const {groupSize, promptsPerRequest} = planSearch(candidates.length, N, d, maxFloats, true)
+      const chunks = Math.ceil(N / promptsPerRequest)
+      const batchOf = (r: number) => candidates.slice(Math.floor(r / chunks) * groupSize, (Math.floor(r / chunks) + 1) * groupSize)
+      const partOf = (r: number) => prompts.slice((r % chunks) * promptsPerRequest, ((r % chunks) + 1) * promptsPerRequest)
       const scores: number[] = []
-      for (let g0 = 0; g0 < candidates.length; g0 += groupSize) {
-        const batch = candidates.slice(g0, g0 + groupSize)
-        const specs = batch.map((h) => spec([...group, h]))
-        const rows = new Float32Array(N * batch.length * d) // [N, heads, d]
-        for (let start = 0; start < N; start += promptsPerRequest) {
-          const part = prompts.slice(start, start + promptsPerRequest)
-          const tf = performance.now()
-          const result = await client.forward({prompts: part, template, specs, returnHidden: true})
-          s.forwardMs += performance.now() - tf
-          s.requests++
+      let rows = new Float32Array(0) // [N, heads of the batch, d]
+      await run(
+        s,
+        Math.ceil(candidates.length / groupSize) * chunks,
+        (r) => forward({prompts: partOf(r), specs: batchOf(r).map((h) => spec([...group, h])), returnHidden: true}),
+        (result, r) => {
+          const batch = batchOf(r)
+          const part = partOf(r)
+          if (r % chunks === 0) rows = new Float32Array(N * batch.length * d)
           const hidden = result.tensors.get('hidden')
-          checkTensor(client.endpoint, 'hidden', hidden, [part.length, specs.length, d])
-          rows.set(hidden!.data, start * batch.length * d)
-        }
+          checkTensor(client.endpoint, 'hidden', hidden, [part.length, batch.length, d])
+          rows.set(hidden!.data, (r % chunks) * promptsPerRequest * batch.length * d)
+          if (r % chunks !== chunks - 1) return
+          const ts = performance.now()
+          for (let j = 0; j < batch.length; j++) {
+            const m = matrix(N, d)
+            for (let i = 0; i < N; i++) for (let k = 0; k < d; k++) m.data[i * d + k] = rows[(i * batch.length + j) * d + k]
+            scores.push(subspaceShift(base, representation(m, options), options).score)
+          }
 
-        const ts = performance.now()
-        for (let j = 0; j < batch.length; j++) {
-          const m = matrix(N, d)
-          for (let i = 0; i < N; i++) for (let k = 0; k < d; k++) m.data[i * d + k] = rows[(i * batch.length + j) * d + k]
-          scores.push(subspaceShift(base, representation(m, options), options).score)
-        }
-
-        s.scoreMs += performance.now() - ts
-      }
-
+          s.scoreMs += performance.now() - ts
+        },
+      )
       return scores
     }
 
@@ -419,36 +497,38 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
 
   const klScorer = async (): Promise<Scorer> => {
     const V = facts.vocabSize
-    const s: Scorer = {requests: 0, forwardMs: 0, scoreMs: 0, score: async () => []}
+    const s = newScorer()
     const clean = await cleanRows('logprobs', V, s)
     const options = {smoothing: params.smoothing}
     s.score = async (group, candidates) => {
       const {groupSize, promptsPerRequest} = planSearch(candidates.length, N, V, maxFloats, false)
+      const chunks = Math.ceil(N / promptsPerRequest)
       const sums = new Float64Array(candidates.length)
-      for (let g0 = 0; g0 < candidates.length; g0 += groupSize) {
-        const batch = candidates.slice(g0, g0 + groupSize)
-        const specs = batch.map((h) => spec([...group, h]))
-        for (let start = 0; start < N; start += promptsPerRequest) {
-          const part = prompts.slice(start, start + promptsPerRequest)
-          const tf = performance.now()
-          const result = await client.forward({prompts: part, template, specs, returnLogprobs: true})
-          s.forwardMs += performance.now() - tf
-          s.requests++
+      const batchStart = (r: number) => Math.floor(r / chunks) * groupSize
+      const batchOf = (r: number) => candidates.slice(batchStart(r), batchStart(r) + groupSize)
+      const partStart = (r: number) => (r % chunks) * promptsPerRequest
+      const partOf = (r: number) => prompts.slice(partStart(r), partStart(r) + promptsPerRequest)
+      await run(
+        s,
+        Math.ceil(candidates.length / groupSize) * chunks,
+        (r) => forward({prompts: partOf(r), specs: batchOf(r).map((h) => spec([...group, h])), returnLogprobs: true}),
+        (result, r) => {
+          const batch = batchOf(r)
+          const part = partOf(r)
           const logprobs = result.tensors.get('logprobs')
-          checkTensor(client.endpoint, 'logprobs', logprobs, [part.length, specs.length, V])
+          checkTensor(client.endpoint, 'logprobs', logprobs, [part.length, batch.length, V])
           const ts = performance.now()
           for (let q = 0; q < part.length; q++) {
-            const p = clean.subarray((start + q) * V, (start + q + 1) * V)
+            const p = clean.subarray((partStart(r) + q) * V, (partStart(r) + q + 1) * V)
             for (let j = 0; j < batch.length; j++) {
               const row = logprobs!.data.subarray((q * batch.length + j) * V, (q * batch.length + j + 1) * V)
-              sums[g0 + j] += klDivergence(p, row, options)
+              sums[batchStart(r) + j] += klDivergence(p, row, options)
             }
           }
 
           s.scoreMs += performance.now() - ts
-        }
-      }
-
+        },
+      )
       return Array.from(sums, (x) => x / N)
     }
 
@@ -481,6 +561,7 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
     resumed_steps: lines.length - computed.length,
     computed_steps: [...computed],
     ...(cleanRepresentation ? {clean_representation: cleanRepresentation} : {}),
+    ...(prefilter ? {prefilter} : {}),
     sidecar: sidecarInfo(client.endpoint, facts),
     requests: scorer?.requests ?? 0,
     timings: {
@@ -489,6 +570,9 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
       forward_s: seconds(scorer?.forwardMs ?? 0),
       score_s: seconds(scorer?.scoreMs ?? 0),
       total_s: seconds(performance.now() - t0),
+      engine: engineOptions.engine,
+      memory_budget_gib: engineOptions.memoryBudgetGib === 0 ? 'auto' : engineOptions.memoryBudgetGib,
+      sidecar_stats: roundedTotals(scorer?.totals ?? emptyTotals()),
     },
   })
 
@@ -497,7 +581,7 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
     const ts = performance.now()
     const requestsBefore = scorer.requests
     const group = lines.map((l) => l.chosen)
-    const candidates = heads.filter((h) => !group.some((g) => sameHead(g, h)))
+    const candidates = pool.filter((h) => !group.some((g) => sameHead(g, h)))
     log(`step ${step}/${params.steps}: scoring ${candidates.length} heads with ${group.length === 0 ? 'no group' : `group ${group.map(formatHead).join(', ')}`} ablated`)
     const values = await scorer.score(group, candidates)
     const entries = candidates.map((head, i) => ({head, score: values[i]}))
@@ -556,7 +640,7 @@ export function describeScore(p: Pick<SearchParams, 'score' | 'rMain' | 'centre'
 
 // ---- the `search` job kind for sweeps -------------------------------------------------------
 
-const OPTION_KEYS = ['matrix', 'steps', 'score', 'r_main', 'centre', 'angle_sum', 'smoothing', 'limit'] as const
+const OPTION_KEYS = ['matrix', 'steps', 'score', 'r_main', 'centre', 'angle_sum', 'smoothing', 'limit', ...ENGINE_KEYS] as const
 /** YAML has no flag syntax: centring is `centre: none` (default) or `centre: mean`. */
 const CENTRE_VALUES = ['none', 'mean'] as const
 
@@ -573,6 +657,8 @@ export const searchKind: JobKind<SearchParams, SearchSummary> = {
     const angleSum = fields.string('angle_sum', {default: 'nested', oneOf: ANGLE_SUMS}).value as AngleSum
     const smoothing = fields.number('smoothing', {default: DEFAULT_SMOOTHING, min: 0}).value
     const limit = fields.has('limit') ? fields.number('limit', {integer: true, min: 1}).value : undefined
+    const {engineOptions, prefilter} = parseEngineFields(fields)
+    if (prefilter && steps > prefilter.k) throw fields.error('prefilter', `prefilter ${formatPrefilter(prefilter)} keeps ${prefilter.k} heads, fewer than steps = ${steps}`)
     const prefix = fields.has('name') ? fields.string('name').value : 'search'
 
     const jobs: JobSpec<SearchParams>[] = []
@@ -584,7 +670,14 @@ export const searchKind: JobKind<SearchParams, SearchSummary> = {
         if (centre) parts.push('centred')
       }
 
-      jobs.push({kind: 'search', name: parts.join('-'), model, params: {dataset, method, eps, template, steps, score, rMain, centre, angleSum, smoothing, limit}})
+      if (prefilter && method === 'mean') throw fields.error('prefilter', 'the attribution pre-filter needs method ua or sc (mean ablation has no eps to differentiate)')
+      if (prefilter) parts.push(`atp${prefilter.k}`)
+      jobs.push({
+        kind: 'search',
+        name: parts.join('-'),
+        model,
+        params: {dataset, method, eps, template, steps, score, rMain, centre, angleSum, smoothing, limit, engineOptions, ...(prefilter ? {prefilter} : {})},
+      })
     }
 
     return jobs

@@ -7,6 +7,13 @@
  * per (query, head) is computed here (src/science/kl.ts), then per-query top-k and the dataset
  * ranking (src/science/ships.ts). Output: OUT/ships.jsonl (one line per query) and
  * OUT/summary.json (also the job's result).
+ *
+ * Every request names the engine and memory budget (src/jobs/engine.ts); requests are pipelined
+ * (the next one is at the sidecar while this one's KL is computed), results consumed in order,
+ * so ships.jsonl grows chunk by chunk exactly as before. With a pre-filter (`atp:K`) one
+ * Attribute call ranks all heads by a first-order estimate and only the top K are scanned: the
+ * others get no KL, the per-query top-k and the ranking are over the scanned heads, and the
+ * summary lists them (`prefilter.scored`).
  */
 import {appendFileSync, mkdirSync, writeFileSync} from 'node:fs'
 import {resolve} from 'node:path'
@@ -17,7 +24,24 @@ import type {ResolvedModel} from '../models.js'
 import {type Head, allHeads, formatHead} from '../science/heads.js'
 import {DEFAULT_SMOOTHING, klAgainstClean} from '../science/kl.js'
 import {type HeadKl, type RankedHead, rankHeads, topKHeads} from '../science/ships.js'
-import {AblationMethod, type AblationSpec, PromptTemplate, type SidecarInfo, sidecarInfo} from '../sidecar/client.js'
+import {AblationMethod, type AblationSpec, type ForwardResult, PromptTemplate, type SidecarInfo, sidecarInfo} from '../sidecar/client.js'
+import {
+  DEFAULT_ENGINE,
+  ENGINE_KEYS,
+  type EngineName,
+  type EngineOptions,
+  type Prefilter,
+  type PrefilterSummary,
+  type StatsTotals,
+  addStats,
+  emptyTotals,
+  engineRequest,
+  parseEngineFields,
+  pipelined,
+  prefilterHeads,
+  prefilterSummary,
+  roundedTotals,
+} from './engine.js'
 import {located, matrixCells, parseMatrix} from './matrix.js'
 import type {JobKind, JobSpec, ParseContext, RunContext} from './registry.js'
 
@@ -52,6 +76,27 @@ export interface ShipsParams {
   /** Only the first `limit` prompts. */
   limit?: number
   maxFloatsPerRequest?: number
+  /** Engine and memory budget sent with every Forward (default fast, auto). */
+  engineOptions?: EngineOptions
+  /** Scan only the top-K heads by attribution (UA and SC only). */
+  prefilter?: Prefilter
+}
+
+/** Where a job's time went. */
+export interface ShipsTimings {
+  describe_s: number
+  /** The pre-filter's Attribute call (0 without one). */
+  attribute_s: number
+  /** Time the scan waited for Forward results (requests are pipelined, so sidecar work overlaps the KL). */
+  forward_s: number
+  /** KL and top-k in TypeScript. */
+  kl_s: number
+  total_s: number
+  engine: EngineName
+  /** GiB sent with every request; "auto" = the sidecar's own budget. */
+  memory_budget_gib: number | 'auto'
+  /** The sidecar's ForwardStats, summed over the scan's Forward requests. */
+  sidecar_stats: StatsTotals
 }
 
 export interface ShipsQueryLine {
@@ -79,8 +124,10 @@ export interface ShipsSummary {
   n_queries: number
   sidecar: SidecarInfo
   requests: number
-  timings: {describe_s: number; forward_s: number; kl_s: number; total_s: number}
-  /** All L×H heads, ranked by mean KL over the queries (largest first). */
+  timings: ShipsTimings
+  /** Present with a pre-filter: which heads were scanned (the only ones in `heads`). */
+  prefilter?: PrefilterSummary
+  /** All L×H heads (or the pre-filter's scanned heads), ranked by mean KL over the queries (largest first). */
   heads: RankedHead[]
 }
 
@@ -124,12 +171,36 @@ export async function runShips(
   }
 
   const prompts = params.limit === undefined ? params.dataset.prompts : params.dataset.prompts.slice(0, params.limit)
-  const heads = allHeads(geometry)
+  const engineOptions = params.engineOptions ?? DEFAULT_ENGINE
+  const allOfThem = allHeads(geometry)
+  let heads = allOfThem
+  let prefilter: PrefilterSummary | undefined
+  let attributeMs = 0
+  if (params.prefilter) {
+    if (params.method === 'mean') throw new Error('the attribution pre-filter needs method ua or sc (mean ablation has no eps to differentiate)')
+    const ta = performance.now()
+    const result = await client.attribute({prompts, template: TEMPLATE_ENUM[params.template], method: METHOD_ENUM[params.method], eps: params.eps})
+    attributeMs = performance.now() - ta
+    const attribution = result.tensors.get('attribution')
+    const expected = [prompts.length, geometry.numLayers, geometry.numHeads]
+    if (!attribution || attribution.shape.join(',') !== expected.join(',')) {
+      throw new Error(`Attribute on ${client.endpoint}: expected tensor attribution of shape [${expected.join(', ')}], got ${attribution ? `[${attribution.shape.join(', ')}]` : 'none'}`)
+    }
+
+    const chosen = prefilterHeads(attribution.data, prompts.length, geometry, params.prefilter.k)
+    heads = chosen.heads
+    prefilter = prefilterSummary(params.prefilter, heads, chosen.meanAbs, geometry, seconds(attributeMs))
+  }
+
+  const headIndex = heads.map((h) => h.layer * geometry.numHeads + h.head)
+  const topK = Math.min(params.topK, heads.length)
   const plan = planRequests(heads, facts.vocabSize, params.maxFloatsPerRequest)
   const nChunks = Math.ceil(prompts.length / plan.promptsPerRequest)
+  const nRequests = nChunks * plan.headGroups.length
   log(
     `ships: ${model.name} (${facts.family}, L=${geometry.numLayers} H=${geometry.numHeads} vocab=${facts.vocabSize}) on ${params.dataset.name} ` +
-      `(${prompts.length} prompts), ${params.method} eps=${formatEps(params.eps)}, ${nChunks * plan.headGroups.length} requests`,
+      `(${prompts.length} prompts), ${params.method} eps=${formatEps(params.eps)}, ${engineOptions.engine} engine, ` +
+      `${prefilter ? `${heads.length} heads (${prefilter.prefilter}), ` : ''}${nRequests} requests`,
   )
 
   mkdirSync(outDir, {recursive: true})
@@ -138,63 +209,81 @@ export async function runShips(
   const perQuery: Float64Array[] = []
   let forwardMs = 0
   let klMs = 0
-  let requests = 0
+  const totals = emptyTotals()
   const options = {smoothing: params.smoothing}
+  const methodEnum = METHOD_ENUM[params.method]
+  const specsOf = (group: Head[]): AblationSpec[] => [
+    {heads: [], method: methodEnum, eps: params.eps},
+    ...group.map((h) => ({heads: [h], method: methodEnum, eps: params.eps})),
+  ]
 
-  for (let start = 0; start < prompts.length; start += plan.promptsPerRequest) {
-    const chunk = prompts.slice(start, start + plan.promptsPerRequest)
-    const kl = chunk.map(() => new Float64Array(heads.length))
-    const promptTokens: number[] = []
-    let headOffset = 0
-    for (const group of plan.headGroups) {
-      const specs: AblationSpec[] = [
-        {heads: [], method: METHOD_ENUM[params.method], eps: params.eps},
-        ...group.map((h) => ({heads: [h], method: METHOD_ENUM[params.method], eps: params.eps})),
-      ]
-      const tf = performance.now()
-      const result = await client.forward({
-        prompts: chunk,
-        template: TEMPLATE_ENUM[params.template],
-        specs,
-        returnLogprobs: true,
-      })
-      forwardMs += performance.now() - tf
-      requests++
-      const logprobs = result.tensors.get('logprobs')
-      const expected = [chunk.length, specs.length, facts.vocabSize]
-      if (!logprobs || logprobs.shape.join(',') !== expected.join(',')) {
-        throw new Error(
-          `Forward on ${client.endpoint}: expected tensor logprobs of shape [${expected.join(', ')}], got ${logprobs ? `[${logprobs.shape.join(', ')}]` : 'none'}`,
-        )
-      }
+  // Request r covers prompt chunk floor(r / groups) and head group r % groups.
+  const groups = plan.headGroups.length
+  const groupOffset = plan.headGroups.map((_, g) => plan.headGroups.slice(0, g).reduce((n, x) => n + x.length, 0))
+  const chunkOf = (c: number) => prompts.slice(c * plan.promptsPerRequest, (c + 1) * plan.promptsPerRequest)
+  let kl: Float64Array[] = []
+  let promptTokens: number[] = []
+  const send = (r: number): Promise<ForwardResult> =>
+    client.forward({
+      prompts: chunkOf(Math.floor(r / groups)),
+      template: TEMPLATE_ENUM[params.template],
+      specs: specsOf(plan.headGroups[r % groups]),
+      returnLogprobs: true,
+      ...engineRequest(engineOptions),
+    })
 
-      if (promptTokens.length === 0) promptTokens.push(...result.promptTokens)
-      const tk = performance.now()
-      const rowFloats = specs.length * facts.vocabSize
-      for (let q = 0; q < chunk.length; q++) {
-        const block = logprobs.data.subarray(q * rowFloats, (q + 1) * rowFloats) as Float32Array
-        kl[q].set(klAgainstClean(block, specs.length, facts.vocabSize, options), headOffset)
-      }
-
-      klMs += performance.now() - tk
-      headOffset += group.length
+  let waitStart = performance.now()
+  await pipelined(nRequests, (r) => send(r), (result, r) => {
+    forwardMs += performance.now() - waitStart
+    const c = Math.floor(r / groups)
+    const g = r % groups
+    const start = c * plan.promptsPerRequest
+    const chunk = chunkOf(c)
+    const group = plan.headGroups[g]
+    addStats(totals, result.stats)
+    if (g === 0) {
+      kl = chunk.map(() => new Float64Array(allOfThem.length).fill(prefilter ? Number.NEGATIVE_INFINITY : 0))
+      promptTokens = result.promptTokens
     }
 
-    const lines = chunk.map((prompt, q) => {
-      const line: ShipsQueryLine = {
-        index: start + q,
-        prompt,
-        prompt_tokens: promptTokens[q] ?? 0,
-        top: topKHeads(kl[q], geometry, params.topK).map((h: HeadKl) => ({head: formatHead(h), layer: h.layer, head_index: h.head, kl: h.kl})),
-      }
-      return JSON.stringify(line)
-    })
-    appendFileSync(jsonlPath, `${lines.join('\n')}\n`)
-    perQuery.push(...kl)
-    log(`  prompts ${start + 1}-${start + chunk.length} of ${prompts.length} (${seconds(performance.now() - t0)} s)`)
-  }
+    const nSpecs = group.length + 1
+    const logprobs = result.tensors.get('logprobs')
+    const expected = [chunk.length, nSpecs, facts.vocabSize]
+    if (!logprobs || logprobs.shape.join(',') !== expected.join(',')) {
+      throw new Error(
+        `Forward on ${client.endpoint}: expected tensor logprobs of shape [${expected.join(', ')}], got ${logprobs ? `[${logprobs.shape.join(', ')}]` : 'none'}`,
+      )
+    }
 
-  const ranked = rankHeads(perQuery, geometry, params.topK)
+    const tk = performance.now()
+    const rowFloats = nSpecs * facts.vocabSize
+    for (let q = 0; q < chunk.length; q++) {
+      const block = logprobs.data.subarray(q * rowFloats, (q + 1) * rowFloats) as Float32Array
+      const values = klAgainstClean(block, nSpecs, facts.vocabSize, options)
+      for (let j = 0; j < group.length; j++) kl[q][headIndex[groupOffset[g] + j]] = values[j]
+    }
+
+    if (g === groups - 1) {
+      const lines = chunk.map((prompt, q) => {
+        const line: ShipsQueryLine = {
+          index: start + q,
+          prompt,
+          prompt_tokens: promptTokens[q] ?? 0,
+          top: topKHeads(kl[q], geometry, topK).map((h: HeadKl) => ({head: formatHead(h), layer: h.layer, head_index: h.head, kl: h.kl})),
+        }
+        return JSON.stringify(line)
+      })
+      appendFileSync(jsonlPath, `${lines.join('\n')}\n`)
+      perQuery.push(...kl)
+      log(`  prompts ${start + 1}-${start + chunk.length} of ${prompts.length} (${seconds(performance.now() - t0)} s)`)
+    }
+
+    klMs += performance.now() - tk
+    waitStart = performance.now()
+  })
+
+  const scanned = new Set(headIndex)
+  const ranked = rankHeads(perQuery, geometry, topK).filter((h) => scanned.has(h.layer * geometry.numHeads + h.head))
   const summary: ShipsSummary = {
     kind: 'ships',
     model: model.name,
@@ -212,8 +301,18 @@ export async function runShips(
     smoothing: params.smoothing,
     n_queries: prompts.length,
     sidecar: sidecarInfo(client.endpoint, facts),
-    requests,
-    timings: {describe_s: seconds(tDescribe), forward_s: seconds(forwardMs), kl_s: seconds(klMs), total_s: seconds(performance.now() - t0)},
+    requests: totals.requests,
+    timings: {
+      describe_s: seconds(tDescribe),
+      attribute_s: seconds(attributeMs),
+      forward_s: seconds(forwardMs),
+      kl_s: seconds(klMs),
+      total_s: seconds(performance.now() - t0),
+      engine: engineOptions.engine,
+      memory_budget_gib: engineOptions.memoryBudgetGib === 0 ? 'auto' : engineOptions.memoryBudgetGib,
+      sidecar_stats: roundedTotals(totals),
+    },
+    ...(prefilter ? {prefilter} : {}),
     heads: ranked,
   }
   writeFileSync(resolve(outDir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`)
@@ -223,7 +322,7 @@ export async function runShips(
 // ---- the `ships` job kind for sweeps --------------------------------------------------------
 
 /** Matrix axes (each a value or a list) and plain options of a ships job. */
-const OPTION_KEYS = ['matrix', 'top_k', 'limit', 'smoothing'] as const
+const OPTION_KEYS = ['matrix', 'top_k', 'limit', 'smoothing', ...ENGINE_KEYS] as const
 
 /** `1e-5` for 0.00001: short, stable, file-name safe. */
 export function formatEps(eps: number): string {
@@ -239,11 +338,14 @@ export const shipsKind: JobKind<ShipsParams, ShipsSummary> = {
     const topK = fields.number('top_k', {default: 10, integer: true, min: 1}).value
     const limit = fields.has('limit') ? fields.number('limit', {integer: true, min: 1}).value : undefined
     const smoothing = fields.number('smoothing', {default: DEFAULT_SMOOTHING, min: 0}).value
+    const {engineOptions, prefilter} = parseEngineFields(fields)
     const prefix = fields.has('name') ? fields.string('name').value : 'ships'
 
     const jobs: JobSpec<ShipsParams>[] = []
     for (const {model, dataset, method, eps, template, nameParts} of matrixCells(matrix, prefix)) {
-      jobs.push({kind: 'ships', name: nameParts.join('-'), model, params: {dataset, method, eps, template, topK, smoothing, limit}})
+      if (prefilter && method === 'mean') throw fields.error('prefilter', 'the attribution pre-filter needs method ua or sc (mean ablation has no eps to differentiate)')
+      if (prefilter) nameParts.push(`atp${prefilter.k}`)
+      jobs.push({kind: 'ships', name: nameParts.join('-'), model, params: {dataset, method, eps, template, topK, smoothing, limit, engineOptions, ...(prefilter ? {prefilter} : {})}})
     }
 
     return jobs

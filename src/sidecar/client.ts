@@ -1,18 +1,19 @@
 /**
  * A typed client for one sidecar (sahara.v1.AblationService + grpc.health.v1), over the
  * ts-proto stubs generated from proto/. It hides the wire details the rest of the CLI should not
- * care about: Forward's streamed TensorChunks are reassembled into typed arrays by their header
- * (byte lengths and offsets checked, little-endian), Generate's stream is collected, every call
+ * care about: Forward's and Attribute's streamed TensorChunks are reassembled into typed arrays by their header
+ * (byte lengths and offsets checked, little-endian; the trailing ForwardStats kept), Generate's stream is collected, every call
  * has a deadline, and gRPC errors become SidecarErrors that say the status code name and the
  * server's message.
  */
-import {Metadata, type ServiceError, credentials, status as GrpcStatus} from '@grpc/grpc-js'
+import {type ClientReadableStream, Metadata, type ServiceError, credentials, status as GrpcStatus} from '@grpc/grpc-js'
 import {endianness} from 'node:os'
 
 import {HealthCheckResponse_ServingStatus, HealthClient} from '../gen/grpc/health/v1/health.js'
 import {
   type AblationSpec,
   AblationServiceClient,
+  type AttributeRequest,
   type DescribeResponse,
   DType,
   Engine,
@@ -21,11 +22,22 @@ import {
   type ForwardResponse,
   type GenerateRequest,
   type GenerateResponse,
+  type MeasurePeakRequest,
+  type MeasurePeakResponse,
   type TensorHeader,
 } from '../gen/sahara/v1/sahara.js'
 
 export {AblationMethod, DType, Engine, PromptTemplate} from '../gen/sahara/v1/sahara.js'
-export type {AblationSpec, DescribeResponse, ForwardRequest, ForwardStats, GenerateRequest, GenerateResponse} from '../gen/sahara/v1/sahara.js'
+export type {
+  AblationSpec,
+  AttributeRequest,
+  DescribeResponse,
+  ForwardRequest,
+  ForwardStats,
+  GenerateRequest,
+  GenerateResponse,
+  MeasurePeakResponse,
+} from '../gen/sahara/v1/sahara.js'
 
 export class SidecarError extends Error {
   override name = 'SidecarError'
@@ -267,9 +279,31 @@ export class SidecarClient {
       memoryBudgetGib: 0,
       ...request,
     }
+    return this.collectTensors('Forward', this.service.forward(full, {deadline: this.deadline(this.streamDeadlineMs)}))
+  }
+
+  /** One Attribute call: tensor "attribution", float32 [N, L, H], and the stats. */
+  attribute(request: Partial<AttributeRequest> & {prompts: string[]}): Promise<ForwardResult> {
+    const full: AttributeRequest = {template: 0, method: 0, eps: 0, maxBatchRows: 0, ...request}
+    return this.collectTensors('Attribute', this.service.attribute(full, {deadline: this.deadline(this.streamDeadlineMs)}))
+  }
+
+  /** The device's dense-matmul throughput in the model's dtype (takes about min_seconds). */
+  measurePeak(request: Partial<MeasurePeakRequest> = {}): Promise<MeasurePeakResponse> {
+    const full: MeasurePeakRequest = {size: 0, minSeconds: 0, ...request}
+    const deadline = this.deadline(this.unaryDeadlineMs + 1000 * (full.minSeconds || 1) * 4)
+    return new Promise((resolve, reject) => {
+      this.service.measurePeak(full, new Metadata(), {deadline}, (error, response) => {
+        if (error) reject(toSidecarError(error, 'MeasurePeak', this.endpoint))
+        else resolve(response)
+      })
+    })
+  }
+
+  /** A header-chunks-stats stream (Forward, Attribute) reassembled. */
+  private collectTensors(call: string, stream: ClientReadableStream<ForwardResponse>): Promise<ForwardResult> {
     return new Promise((resolve, reject) => {
       const assembler = new TensorAssembler()
-      const stream = this.service.forward(full, {deadline: this.deadline(this.streamDeadlineMs)})
       let failed = false
       stream.on('data', (message: ForwardResponse) => {
         if (failed) return
@@ -278,13 +312,13 @@ export class SidecarClient {
         } catch (error) {
           failed = true
           stream.cancel()
-          reject(toSidecarError(error, 'Forward', this.endpoint))
+          reject(toSidecarError(error, call, this.endpoint))
         }
       })
       stream.on('error', (error) => {
         if (!failed) {
           failed = true
-          reject(toSidecarError(error, 'Forward', this.endpoint))
+          reject(toSidecarError(error, call, this.endpoint))
         }
       })
       stream.on('end', () => {
@@ -292,7 +326,7 @@ export class SidecarClient {
         try {
           resolve(assembler.finish())
         } catch (error) {
-          reject(toSidecarError(error, 'Forward', this.endpoint))
+          reject(toSidecarError(error, call, this.endpoint))
         }
       })
     })

@@ -18,6 +18,7 @@ const settings: SearchSettings = {
   centre: false,
   angle_sum: 'nested',
   smoothing: null,
+  prefilter: null,
 }
 
 function line(step: number, chosen: {layer: number; head: number}, before: {layer: number; head: number}[]): StepLine {
