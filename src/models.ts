@@ -3,10 +3,11 @@
  * <repo>/models/; any other value is a local directory if it exists, else a Hugging Face hub id
  * (which the sidecar resolves from its cache or the network of its host).
  */
-import {existsSync, statSync} from 'node:fs'
+import {existsSync, readFileSync, statSync} from 'node:fs'
 import {resolve} from 'node:path'
 
 import {modelsDir} from './paths.js'
+import type {Geometry} from './science/heads.js'
 
 export const EMBEDDED_MODELS = ['organism', 'organism-natural'] as const
 
@@ -64,4 +65,29 @@ export function resolveModel(value: string, cwd: string = process.cwd(), options
 export function modelLabel(name: string): string {
   const base = name.replace(/\/+$/, '').split('/').pop() ?? name
   return base.replace(/[^\w.-]+/g, '_')
+}
+
+/**
+ * L and H of a model whose config.json is here (embedded or local), so head indices can be
+ * checked before any work; undefined for hub and remote models (known only once served).
+ * A multimodal config's text part (text_config) is the one with the attention heads.
+ */
+export function localGeometry(model: ResolvedModel): Geometry | undefined {
+  if (model.kind !== 'embedded' && model.kind !== 'local') return undefined
+  const file = resolve(model.source, 'config.json')
+  let config: Record<string, unknown>
+  try {
+    config = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>
+  } catch (error) {
+    throw new ModelError(`model ${model.name}: cannot read ${file}: ${(error as Error).message}`)
+  }
+
+  const text = (typeof config.text_config === 'object' && config.text_config !== null ? config.text_config : config) as Record<string, unknown>
+  const numLayers = text.num_hidden_layers
+  const numHeads = text.num_attention_heads
+  if (!(Number.isInteger(numLayers) && Number.isInteger(numHeads))) {
+    throw new ModelError(`model ${model.name}: ${file} has no integer num_hidden_layers and num_attention_heads`)
+  }
+
+  return {numLayers: numLayers as number, numHeads: numHeads as number}
 }

@@ -1,10 +1,12 @@
 import {Args, Flags} from '@oclif/core'
+import {join} from 'node:path'
 
 import {SaharaCommand} from '../cli/base.js'
 import {sidecarFlags, withSidecar} from '../cli/sidecar-session.js'
 import {type Sweep, loadSweep} from '../config/sweep.js'
 import {type SweepOutcome, runSweep} from '../jobs/runner.js'
 import {JOB_KINDS} from '../jobs/registry.js'
+import {asrTableMarkdown} from '../reports/sweep-summary.js'
 
 export default class Run extends SaharaCommand {
   static override description = `Run every job of a YAML sweep, each into <runs-dir>/<sweep>/<job>/.
@@ -62,7 +64,8 @@ Jobs of one model share one sidecar. See configs/demo-ships.yaml for the format.
       this.log(`${job.name}: ${JOB_KINDS[job.kind]?.headline?.(job.result) ?? 'done'}`)
     }
 
-    this.log(`${outcome.jobs.length} jobs written under ${outcome.dir}`)
+    for (const table of outcome.summary.asr_tables) this.log(`\n${asrTableMarkdown(table)}\n`)
+    this.log(`${outcome.jobs.length} jobs written under ${outcome.dir} (summary: ${join(outcome.dir, 'summary.md')}, summary.json)`)
     return outcome
   }
 }

@@ -21,11 +21,16 @@
  *       limit: 50                   # only the first N prompts (default: all)
  *       smoothing: 1e-12            # added to both distributions in the KL (default 1e-12; 0 = exact)
  *
+ * A sweep can reuse another's jobs: a file with `extends: base.yaml` (relative to it), a `name`,
+ * optionally `description` and `vars`, runs base.yaml's jobs with its vars over base.yaml's (e.g.
+ * configs/paper/*.yaml: one study, one file per model).
+ *
  * A job can use an earlier job's result: an asr job with `heads_from_job: <name>` and
  * `top: [1, 2, 3]` runs once per top-k with the first k heads of that ships job (by mean KL) or
  * search job (its group), read when it runs. <name> is a full job name or the `name:` of a job
- * entry (matched on the same model and dataset, then method, eps, template); a missing, later, other-kind or other-model
- * job is an error at that line before any work.
+ * entry (matched exactly, on the same model and dataset, then method, eps, template); a missing,
+ * later, other-kind or other-model job, or a top larger than a search's steps, is an error at
+ * that line before any work.
  *
  * Each concrete job is named from its matrix cell, e.g. `scan-organism-jailbreakbench-ua-1e-5`,
  * and runs into runs/<sweep>/<job>/. Relative dataset and model paths resolve against the sweep
@@ -43,10 +48,14 @@ export interface Sweep {
   name: string
   description?: string
   file: string
+  /** The files this sweep extends, nearest first (their jobs are this sweep's jobs). */
+  extends?: string[]
   jobs: JobSpec[]
 }
 
-const TOP_KEYS = ['name', 'description', 'vars', 'defaults', 'jobs'] as const
+const TOP_KEYS = ['name', 'description', 'vars', 'defaults', 'jobs', 'extends'] as const
+const EXTENDING_KEYS = ['extends', 'name', 'description', 'vars'] as const
+const MAX_EXTENDS_DEPTH = 8
 const NAME = /^[\w.-]+$/
 
 export function loadSweep(file: string, options: SweepOptions = {}): Sweep {
@@ -65,6 +74,8 @@ export interface SweepOptions {
   remoteModels?: boolean
   /** Where ${NAME} values come from first (default: process.env); then `vars:`, then `:-` defaults. */
   env?: Variables
+  /** Set when this file is extended by another: its name, description and vars win. */
+  extendedBy?: {file: string; name: string; description?: string; vars: Record<string, string>; depth: number}
 }
 
 export function parseSweep(text: string, file: string, options: SweepOptions = {}): Sweep {
@@ -81,11 +92,12 @@ export function parseSweep(text: string, file: string, options: SweepOptions = {
   if (!isMap(root)) throw errorAt(source, root, '', `a sweep is a mapping with keys ${TOP_KEYS.join(', ')}; got ${describeNode(root)}`)
   const top = Fields.ofMap(source, root, '')
   top.onlyKeys(TOP_KEYS, 'a sweep')
-  const vars = readVars(source, root.get('vars', true) as Node | undefined)
+  const vars = {...readVars(source, root.get('vars', true) as Node | undefined), ...options.extendedBy?.vars}
   const env = options.env ?? process.env
   substitute(source, root, (name) => env[name] ?? vars[name])
-  const name = top.string('name', {pattern: NAME, patternHint: 'use letters, digits, ".", "_" and "-" (it names the run folder)'}).value
-  const description = top.optionalString('description')?.value
+  const name = options.extendedBy?.name ?? top.string('name', {pattern: NAME, patternHint: 'use letters, digits, ".", "_" and "-" (it names the run folder)'}).value
+  const description = options.extendedBy ? options.extendedBy.description : top.optionalString('description')?.value
+  if (top.has('extends')) return extendSweep(top, file, {...options, extendedBy: {file, name, description, vars, depth: options.extendedBy?.depth ?? 0}})
 
   const defaultsNode = root.get('defaults', true) as Node | undefined
   if (defaultsNode !== undefined && !isMap(defaultsNode)) {
@@ -117,7 +129,7 @@ export function parseSweep(text: string, file: string, options: SweepOptions = {
       }
 
       seen.set(job.name, path)
-      jobs.push(job)
+      jobs.push({...job, entry: fields.has('name') ? fields.string('name').value : kindName})
     }
   }
 
@@ -126,20 +138,38 @@ export function parseSweep(text: string, file: string, options: SweepOptions = {
 }
 
 /**
- * Check every job's references to other jobs before any work, and bind each to a full job name:
- * an exact name, or else the one earlier job named `<ref>-...` on the same dataset.
+ * `extends: base.yaml`: this file only names the sweep and sets variables; the jobs (and their
+ * defaults) are the base file's, with this file's vars over the base's. Errors in the jobs say
+ * the base file's line. The sweep keeps this file as its file, the bases in `extends`.
  */
+function extendSweep(top: Fields, file: string, options: SweepOptions & {extendedBy: NonNullable<SweepOptions['extendedBy']>}): Sweep {
+  top.onlyKeys(EXTENDING_KEYS, 'a sweep that extends another (its jobs come from there)')
+  const ref = top.string('extends')
+  if (options.extendedBy.depth >= MAX_EXTENDS_DEPTH) throw top.errorAt(ref, `more than ${MAX_EXTENDS_DEPTH} levels of extends (a cycle?)`)
+  const basePath = resolve(dirname(file), ref.value)
+  let text: string
+  try {
+    text = readFileSync(basePath, 'utf8')
+  } catch (error) {
+    throw top.errorAt(ref, `cannot read ${basePath}: ${(error as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (error as Error).message}`)
+  }
+
+  const base = parseSweep(text, basePath, {...options, extendedBy: {...options.extendedBy, depth: options.extendedBy.depth + 1}})
+  return {...base, file: options.extendedBy.depth === 0 ? file : base.file, extends: [basePath, ...(base.extends ?? [])]}
+}
+
 type CellParams = {dataset?: {name?: string}; method?: string; eps?: number; template?: string} | undefined
 
 /**
- * Jobs named `<prefix>-...` on the same model and dataset; when several remain (a matrix over
- * methods, eps or templates), those that also share this job's method, then eps, then template.
+ * Jobs of the entry named `entry` (exactly: `sahara` does not match `sahara-centred`) on the same
+ * model and dataset; when several remain (a matrix over methods, eps or templates), those that
+ * also share this job's method, then eps, then template.
  */
-function prefixMatches(jobs: JobSpec[], job: JobSpec, prefix: string): number[] {
+function entryMatches(jobs: JobSpec[], job: JobSpec, entry: string): number[] {
   const mine = job.params as CellParams
   let matches = jobs.flatMap((j, i) => {
     const theirs = j.params as CellParams
-    return j.name.startsWith(`${prefix}-`) && j.model.source === job.model.source && theirs?.dataset?.name === mine?.dataset?.name ? [i] : []
+    return j.entry === entry && j.model.source === job.model.source && theirs?.dataset?.name === mine?.dataset?.name ? [i] : []
   })
   for (const key of ['method', 'eps', 'template'] as const) {
     const narrower = matches.filter((i) => (jobs[i].params as CellParams)?.[key] === mine?.[key])
@@ -149,14 +179,21 @@ function prefixMatches(jobs: JobSpec[], job: JobSpec, prefix: string): number[] 
   return matches
 }
 
+/**
+ * Check every job's references to other jobs before any work, and bind each to one job: the
+ * job of that full name, or else the one matching job of the entry of that name.
+ */
 function bindReferences(jobs: JobSpec[]): void {
   for (const [index, job] of jobs.entries()) {
     for (const ref of job.needs ?? []) {
       const exact = jobs.findIndex((j) => j.name === ref.job)
-      const matches = exact >= 0 ? [exact] : prefixMatches(jobs, job, ref.job)
+      const matches = exact >= 0 ? [exact] : entryMatches(jobs, job, ref.job)
       if (matches.length === 0) {
-        const known = jobs.filter((j) => ref.kinds.includes(j.kind)).map((j) => j.name)
-        throw ref.error(`no ${ref.kinds.join(' or ')} job named ${ref.job} (or ${ref.job}-... on the same model and dataset) in this sweep${known.length ? `; jobs: ${known.join(', ')}` : ''}`)
+        const entries = [...new Set(jobs.filter((j) => ref.kinds.includes(j.kind)).map((j) => j.entry))]
+        throw ref.error(
+          `no ${ref.kinds.join(' or ')} job or job entry named ${ref.job} on the same model and dataset in this sweep` +
+            `${entries.length ? `; entries: ${entries.join(', ')}` : ''}`,
+        )
       }
 
       if (matches.length > 1) throw ref.error(`${ref.job} matches several jobs (${matches.map((i) => jobs[i].name).join(', ')}); give the full job name`)
@@ -167,7 +204,7 @@ function bindReferences(jobs: JobSpec[]): void {
         throw ref.error(`job ${target.name} runs model ${target.model.name}, this job ${job.model.name}: heads carry over only within one model`)
       }
 
-      ref.bind(target.name)
+      ref.bind(target)
     }
   }
 }

@@ -15,13 +15,14 @@ import type {Fields, Located} from '../config/fields.js'
 import {type Dataset, DatasetError} from '../data/datasets.js'
 import {readHeadsFrom} from '../data/head-sets.js'
 import {JUDGES, JUDGE_RULES, type JudgeName, makeJudge} from '../data/judges.js'
-import type {ResolvedModel} from '../models.js'
+import {type ResolvedModel, localGeometry} from '../models.js'
 import {type AsrResult, attackSuccess} from '../science/asr.js'
 import {type HeadSelection, formatHeads, parseHeadsOption, resolveHeads} from '../science/head-sets.js'
 import {type Head, HeadNameError, formatHead} from '../science/heads.js'
 import type {Verdict} from '../science/judge.js'
 import {formatPercent, modification} from '../science/params.js'
 import {type GenerateResponse, type SidecarInfo, sidecarInfo} from '../sidecar/client.js'
+import {baselineCache} from './baseline-cache.js'
 import {located, matrixCells, parseMatrix} from './matrix.js'
 import type {JobKind, JobReference, JobSpec, ParseContext, RunContext} from './registry.js'
 import {METHOD_ENUM, type Method, TEMPLATE_ENUM, type Template, formatEps} from './ships.js'
@@ -103,6 +104,8 @@ export interface AsrSummary extends AsrResult {
   parameters: {modified: number; total: number; percent: number; percent_text: string; counted: string}
   sidecar: SidecarInfo
   generate_calls: number
+  /** reused: the clean replies came from an earlier asr job of the sweep with the same settings */
+  clean_replies: 'generated' | 'reused'
   timings: {describe_s: number; generate_clean_s: number; generate_ablated_s: number; judge_s: number; total_s: number}
 }
 
@@ -144,7 +147,20 @@ export async function runAsr(model: ResolvedModel, params: AsrParams, context: R
     return {replies, ms: performance.now() - start}
   }
 
-  const clean = await generateAll([], 'clean')
+  // The clean replies depend only on the prompts and the generation settings: within a sweep,
+  // the asr jobs that share them generate them once (stored under <sweep>/baselines/).
+  const cache = context.sweepDir === undefined ? undefined : baselineCache(context.sweepDir, {
+    model: model.kind === 'remote' ? facts.model : model.source,
+    prompts,
+    template: params.template,
+    maxNewTokens: params.maxNewTokens,
+    sampling: params.sampling.name,
+    seed: params.sampling.topK === 0 ? 0 : params.seed,
+  })
+  const cached = cache?.read()
+  if (cached) log(`  clean: ${cached.length} replies reused from ${cache!.path}`)
+  const clean = cached ? {replies: cached, ms: 0} : await generateAll([], 'clean')
+  if (!cached) cache?.write(clean.replies)
   const ablated = heads.length > 0 ? await generateAll(heads, `ablated ${formatHeads(heads)}`) : undefined
 
   const tj = performance.now()
@@ -191,6 +207,7 @@ export async function runAsr(model: ResolvedModel, params: AsrParams, context: R
     parameters: {modified: edit.modified, total: edit.total, percent: edit.percent, percent_text: formatPercent(edit.percent), counted: edit.counted},
     sidecar: sidecarInfo(client.endpoint, facts),
     generate_calls: calls,
+    clean_replies: cached ? 'reused' : 'generated',
     timings: {
       describe_s: seconds(tDescribe),
       generate_clean_s: seconds(clean.ms),
@@ -223,16 +240,36 @@ function selectionLabel(selection: HeadSelection): string {
   }
 }
 
-/** `heads_from_job` in a sweep: the heads of an earlier ships (top-k) or search (group prefix) job. */
+/**
+ * `heads_from_job` in a sweep: the heads of an earlier ships (top-k) or search (group prefix)
+ * job. A top beyond what the job can give (a search's steps, a local model's heads) is an error.
+ */
 function referenceTo(ref: Located<string>, error: (message: string) => Error, params: AsrParams): JobReference {
   return {
     job: ref.value,
     kinds: ['ships', 'search'],
     error,
-    bind(name) {
-      if (params.heads.kind === 'job') params.heads = {...params.heads, job: name}
+    bind(target) {
+      if (params.heads.kind !== 'job') return
+      const top = params.heads.top
+      const steps = target.kind === 'search' ? (target.params as {steps?: number}).steps : undefined
+      if (steps !== undefined && top > steps) throw error(`top ${top}: search job ${target.name} finds only ${steps} heads (steps: ${steps})`)
+      const geometry = localGeometry(target.model)
+      if (geometry && top > geometry.numLayers * geometry.numHeads) {
+        throw error(`top ${top}: model ${target.model.name} has only ${geometry.numLayers * geometry.numHeads} heads`)
+      }
+      params.heads = {...params.heads, job: target.name}
     },
   }
+}
+
+/** Heads named in the sweep are checked against a local model's config.json before any work. */
+function checkAgainstLocalModel(fields: Fields, where: Located<unknown> | undefined, heads: HeadSelection, model: ResolvedModel): void {
+  const geometry = localGeometry(model)
+  if (geometry === undefined || heads.kind === 'none' || heads.kind === 'job') return
+  const check = () => resolveHeads(heads, geometry, model.name)
+  if (where) located(fields, where, check)
+  else check()
 }
 
 /** A `job` selection becomes the heads that job stored in its summary.json, read now. */
@@ -259,30 +296,34 @@ export const asrKind: JobKind<AsrParams, AsrSummary> = {
     if (fromJob && (fields.has('heads') || fields.has('heads_from'))) throw fields.error('heads_from_job', 'give one of heads, heads_from, heads_from_job')
     const top = !fromJob && fields.has('top') ? fields.number('top', {integer: true, min: 1}).value : undefined
     const avoid = fields.optionalString('avoid')
-    const selections: HeadSelection[] = fromJob
-      ? fields.numberList('top', {integer: true, min: 1}).map((t) => ({kind: 'job' as const, job: fromJob.value, top: t.value}))
-      : []
-    for (const seed of fromJob ? [] : seeds) {
-      if (fields.has('heads_from')) {
-        const from = fields.string('heads_from')
-        selections.push(located(fields, from, (dir) => readHeadsFrom(dir, top, context.baseDir)))
-        break
+    // Head sets: the top-k of a sweep job, a run folder, or `heads` (one value or a list, e.g.
+    // [random:1, random:2]); random sets, and any set under sampling, are crossed with the seeds.
+    const choices: {selection: HeadSelection; seed: number; where?: Located<unknown>}[] = []
+    if (fromJob) {
+      for (const t of fields.numberList('top', {integer: true, min: 1})) choices.push({selection: {kind: 'job', job: fromJob.value, top: t.value}, seed: seeds[0]})
+    } else if (fields.has('heads_from')) {
+      const from = fields.string('heads_from')
+      const selection = located(fields, from, (dir) => readHeadsFrom(dir, top, context.baseDir))
+      for (const seed of sampling.topK === 0 ? seeds.slice(0, 1) : seeds) choices.push({selection, seed, where: from})
+    } else {
+      const values: (Located<string> | undefined)[] = fields.has('heads') ? fields.stringList('heads') : [undefined]
+      for (const value of values) {
+        for (const seed of seeds) {
+          const where = value ?? avoid ?? {value: undefined, node: null, path: 'avoid'}
+          const selection = located(fields, where, () => parseHeadsOption(value?.value, {seed, avoid: avoid?.value}))
+          choices.push({selection, seed, where: value ?? avoid})
+          if (selection.kind !== 'random' && sampling.topK === 0) break // greedy and fixed heads: one seed is enough
+        }
       }
-      const heads = fields.optionalString('heads')
-      const selection = heads
-        ? located(fields, heads, (v) => parseHeadsOption(v, {seed, avoid: avoid?.value}))
-        : located(fields, avoid ?? {value: undefined, node: null, path: 'avoid'}, (a) => parseHeadsOption(undefined, {seed, avoid: a}))
-      selections.push(selection)
-      if (selection.kind !== 'random' && sampling.topK === 0) break // greedy and fixed heads: one seed is enough
     }
     const prefix = fields.has('name') ? fields.string('name').value : 'asr'
 
     const jobs: JobSpec<AsrParams>[] = []
     for (const {model, dataset, method, eps, template, nameParts} of matrixCells(matrix, prefix)) {
-      for (const [i, heads] of selections.entries()) {
-        const seed = heads.kind === 'job' ? seeds[0] : seeds[i]
+      for (const {selection: heads, seed, where} of choices) {
+        checkAgainstLocalModel(fields, where, heads, model)
         const parts = [...nameParts.slice(0, 5), selectionLabel(heads), ...nameParts.slice(5)]
-        if (heads.kind !== 'random' && heads.kind !== 'job' && selections.length > 1) parts.push(`s${seed}`)
+        if (heads.kind !== 'random' && heads.kind !== 'job' && sampling.topK > 0 && seeds.length > 1) parts.push(`s${seed}`)
         const params: AsrParams = {dataset, heads, method, eps, template, maxNewTokens, sampling, seed, judge, limit}
         const needs = fromJob && [referenceTo(fromJob, (message) => fields.errorAt(fromJob, message), params)]
         jobs.push({kind: 'asr', name: parts.join('-'), model, params, ...(needs ? {needs} : {})})

@@ -20,20 +20,23 @@ export interface ParseContext {
 /**
  * A job's use of another job's result (e.g. an asr job taking the heads a search found).
  * The sweep checks it before any work: the job exists, comes earlier, is of an accepted kind
- * and runs the same model; `bind` then receives the referenced job's full name.
+ * and runs the same model; `bind` then receives the referenced job (and may reject it with
+ * `error`, e.g. asking for more heads than a search finds).
  */
 export interface JobReference {
-  /** As written: a full job name, or the `name:` prefix of a job entry. */
+  /** As written: a full job name, or the `name:` of a job entry. */
   job: string
   kinds: readonly string[]
   error(message: string): Error
-  bind(name: string): void
+  bind(target: JobSpec): void
 }
 
 /** One concrete job: a kind, a unique name, the model it needs a sidecar for, typed options. */
 export interface JobSpec<P = unknown> {
   kind: string
   name: string
+  /** The sweep entry this job came from: its `name:`, or its kind when unnamed (set by the sweep). */
+  entry?: string
   model: ResolvedModel
   params: P
   /** Results of other jobs of the sweep this one reads. */
