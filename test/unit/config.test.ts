@@ -17,6 +17,7 @@ beforeAll(() => {
   writeFileSync(join(dir, 'tiny', 'config.json'), '{}')
   writeFileSync(join(dir, 'prompts.txt'), 'a\nb\nc\n')
   writeFileSync(join(dir, 'empty.csv'), 'goal\nok\n""\n')
+  writeFileSync(join(dir, 'nocolumn.csv'), 'text,label\nhow to x,1\n')
   file = join(dir, 'sweep.yaml')
 })
 
@@ -85,7 +86,7 @@ describe('valid sweeps', () => {
 
 describe('errors say file:line:col, the field and what is wrong', () => {
   const cases: [string, string, string][] = [
-    ['unknown top-level key', 'name: t\njobz: []\n', ':2:1: jobz: unknown key "jobz" for a sweep (allowed: name, description, vars, defaults, jobs)'],
+    ['unknown top-level key', 'name: t\njobz: []\n', ':2:1: jobz: unknown key "jobz" for a sweep (allowed: name, description, vars, defaults, jobs, extends)'],
     [
       'unknown job key',
       'name: t\njobs:\n  - kind: ships\n    topk: 3\n    matrix: {model: ./tiny, dataset: prompts.txt}\n',
@@ -140,6 +141,11 @@ describe('errors say file:line:col, the field and what is wrong', () => {
       'a dataset with an empty prompt',
       'name: t\njobs:\n  - kind: ships\n    matrix: {model: ./tiny, dataset: empty.csv}\n',
       ':4:38: jobs[0].matrix.dataset: DIR/empty.csv:3: empty prompt in column goal',
+    ],
+    [
+      'a dataset with no usable column',
+      'name: t\njobs:\n  - kind: ships\n    matrix: {model: ./tiny, dataset: nocolumn.csv}\n',
+      ':4:38: jobs[0].matrix.dataset: DIR/nocolumn.csv:1: no usable column: expected one of goal, Goal, input, instruction, prompt; the header has text, label',
     ],
     [
       'missing model directory',
