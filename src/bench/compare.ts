@@ -1,0 +1,73 @@
+/**
+ * Do two engines give the same science? For Ships: the largest relative difference of any
+ * (query, head) KL and of any head's mean KL, and whether the top-10 rankings are identical;
+ * for a Sahara step: whether the same head is chosen. Pure functions.
+ */
+
+export interface Agreement {
+  /** max over (query, head) of |a - b| / max(|a|, |b|), over entries with max(|a|, |b|) >= floor. */
+  kl_rel_diff_max: number
+  /** The same over heads' mean KL (the dataset ranking's values). */
+  mean_kl_rel_diff_max: number
+  /** Entries below the floor (compared absolutely instead: their largest |a - b|). */
+  kl_below_floor: number
+  kl_abs_diff_max_below_floor: number
+  top10_equal: boolean
+  top10: {a: string[]; b: string[]}
+}
+
+/** KLs this small are float32 rounding of nearly equal distributions: compared absolutely. */
+export const KL_FLOOR = 1e-8
+
+export function relativeDifference(a: number, b: number): number {
+  const scale = Math.max(Math.abs(a), Math.abs(b))
+  return scale === 0 ? 0 : Math.abs(a - b) / scale
+}
+
+export function compareShips(
+  a: {kl: number[][]; ranking: string[]; meanKl: Map<string, number>},
+  b: {kl: number[][]; ranking: string[]; meanKl: Map<string, number>},
+  floor: number = KL_FLOOR,
+): Agreement {
+  if (a.kl.length !== b.kl.length) throw new RangeError(`the two scans cover ${a.kl.length} and ${b.kl.length} queries`)
+  let rel = 0
+  let below = 0
+  let absBelow = 0
+  for (const [q, row] of a.kl.entries()) {
+    const other = b.kl[q]
+    if (other.length !== row.length) throw new RangeError(`query ${q}: ${row.length} and ${other.length} heads`)
+    for (const [i, x] of row.entries()) {
+      const y = other[i]
+      if (Number.isNaN(x) || Number.isNaN(y)) {
+        rel = Number.POSITIVE_INFINITY
+        continue
+      }
+
+      if (Math.max(Math.abs(x), Math.abs(y)) < floor) {
+        below++
+        absBelow = Math.max(absBelow, Math.abs(x - y))
+      } else rel = Math.max(rel, relativeDifference(x, y))
+    }
+  }
+
+  let meanRel = 0
+  for (const [head, x] of a.meanKl) meanRel = Math.max(meanRel, relativeDifference(x, b.meanKl.get(head) ?? Number.NaN) || 0)
+  const topA = a.ranking.slice(0, 10)
+  const topB = b.ranking.slice(0, 10)
+  return {
+    kl_rel_diff_max: rel,
+    mean_kl_rel_diff_max: meanRel,
+    kl_below_floor: below,
+    kl_abs_diff_max_below_floor: absBelow,
+    top10_equal: topA.length === topB.length && topA.every((h, i) => h === topB[i]),
+    top10: {a: topA, b: topB},
+  }
+}
+
+/** How many of the exact top-k heads a pre-filter's kept set contains. */
+export function recall(exactTop: readonly string[], kept: readonly string[]): {hits: number; of: number; recall: number; missed: string[]} {
+  const keep = new Set(kept)
+  const missed = exactTop.filter((h) => !keep.has(h))
+  const hits = exactTop.length - missed.length
+  return {hits, of: exactTop.length, recall: exactTop.length === 0 ? 1 : hits / exactTop.length, missed}
+}
