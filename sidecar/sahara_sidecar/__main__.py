@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -29,7 +30,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     serve.add_argument("--port", type=int, default=0, help="0 picks a free port (reported on stdout)")
     serve.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     serve.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
-    serve.add_argument("--max-batch-rows", type=int, default=64, help="default rows per forward")
+    serve.add_argument(
+        "--max-batch-rows", type=int, default=0, help="cap on rows per forward (0: sized from the memory budget)"
+    )
+    serve.add_argument(
+        "--memory-budget-gib",
+        type=float,
+        default=0.0,
+        help="activation memory per forward when a request gives none (0: auto, 70%% of free GPU memory or 2 GiB)",
+    )
     serve.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     health = commands.add_parser("health", help="check a running sidecar; exit 0 if it is SERVING, else 1")
     health.add_argument("--host", default="127.0.0.1")
@@ -50,8 +59,11 @@ def serve(args: argparse.Namespace) -> int:
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    if args.max_batch_rows < 1:
-        print("error: --max-batch-rows must be at least 1", file=sys.stderr)
+    if args.max_batch_rows < 0:
+        print("error: --max-batch-rows must be 0 (from the memory budget) or more", file=sys.stderr)
+        return 2
+    if not math.isfinite(args.memory_budget_gib) or args.memory_budget_gib < 0:
+        print("error: --memory-budget-gib must be a finite number >= 0 (0: auto)", file=sys.stderr)
         return 2
     try:
         with contextlib.redirect_stdout(sys.stderr):  # stdout is reserved for the one JSON line
@@ -60,7 +72,7 @@ def serve(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    server, port, health = build_server(lm, args.host, args.port, args.max_batch_rows)
+    server, port, health = build_server(lm, args.host, args.port, args.max_batch_rows, args.memory_budget_gib)
     stopping = threading.Event()
 
     def stop(signum: int, _frame: object) -> None:

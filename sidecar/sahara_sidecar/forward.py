@@ -5,6 +5,10 @@ Rows are cut into batches of at most `max_batch_rows`; each batch is one forward
 model with every row ablated by its own spec (ablation.ablated), left padded, keeping only
 the last position's logits. Results come back batch by batch, in row order, so a caller can
 stream them while the next batch runs.
+
+This is the full-forward path: every row runs every layer. The fast engine (fast.py) adds
+clean-pass reuse on top of it and falls back to it where reuse is impossible; the naive engine
+(naive.py) is the authors' one-forward-per-row baseline.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from torch import nn
 from .ablation import AblationSpec, ablated
 from .loading import LoadedModel
 from .prompts import left_pad
+from .stats import ForwardStats, model_cost
 
 
 @dataclass
@@ -31,8 +36,8 @@ class BatchResult:
 def row_batches(num_rows: int, max_batch_rows: int) -> Iterator[range]:
     """Consecutive row ranges, one per forward.
 
-    This is the seam for a memory budget: a planner that sizes batches by sequence length and
-    free memory (or splits a batch again after an out-of-memory error) replaces this function.
+    Fixed-size batches; memory.plan_batch_rows sizes them from a budget and memory.run_in_batches
+    splits one again after an out-of-memory error (used by the fast engine).
     """
     step = max(1, max_batch_rows)
     for start in range(0, num_rows, step):
@@ -92,11 +97,17 @@ def forward_rows(
     want_logprobs: bool,
     want_hidden: bool,
     max_batch_rows: int,
+    stats: ForwardStats | None = None,
 ) -> Iterator[BatchResult]:
     """Every (prompt, spec) row, batch by batch, in row order."""
     num_specs = len(specs)
+    stats = stats if stats is not None else ForwardStats()
+    cost = model_cost(lm)
     for rows in row_batches(len(prompt_ids) * num_specs, max_batch_rows):
         ids = [prompt_ids[r // num_specs] for r in rows]
         row_specs = [specs[r % num_specs] for r in rows]
-        logprobs, hidden = forward_batch(lm, ids, row_specs, want_logprobs=want_logprobs, want_hidden=want_hidden)
+        with stats.timed(lm.device):
+            logprobs, hidden = forward_batch(lm, ids, row_specs, want_logprobs=want_logprobs, want_hidden=want_hidden)
+        stats.record(cost, rows=len(rows), tokens=max(len(i) for i in ids))
+        stats.rows += len(rows)
         yield BatchResult(rows=rows, logprobs=logprobs, hidden=hidden)

@@ -3,8 +3,11 @@
 Requests are validated here, into the sidecar's own types (ablation.AblationSpec, template
 names), before any model work; every problem becomes INVALID_ARGUMENT naming the field and
 index. The model is shared, and hooks are installed on it per forward, so model work runs
-one batch at a time under a lock; anything unexpected becomes INTERNAL and the server keeps
-serving.
+one batch at a time under a lock; a batch that runs out of memory is split (memory.py), a single
+row that does not fit becomes RESOURCE_EXHAUSTED, anything unexpected becomes INTERNAL, and the
+server keeps serving.
+
+Forward and Attribute streams: header, chunks, then one ForwardStats (stats.py) as the last message.
 """
 
 from __future__ import annotations
@@ -22,22 +25,34 @@ import transformers
 
 from . import __version__, loading
 from .ablation import AblationError, AblationSpec, validate_spec
-from .forward import forward_rows
+from .attribution import attribute
+from .engines import run_forward
 from .generate import DEFAULT_MAX_NEW_TOKENS, Sampling, generate
+from .memory import ResourceExhausted
+from .peak import measure_peak
 from .prompts import PromptError, encode
 from .protos import health_pb2, health_pb2_grpc, sahara_pb2, sahara_pb2_grpc
+from .stats import ForwardStats
 from .tensors import ChunkWriter, Piece
 
 log = logging.getLogger("sahara_sidecar")
 
 SERVICE_NAME = "sahara.v1.AblationService"
-DEFAULT_MAX_BATCH_ROWS = 64
+DEFAULT_MAX_BATCH_ROWS = 0  # no server-wide cap: Forward/Attribute batches come from the memory budget
+GENERATE_BATCH_ROWS = 64  # Generate's batch when neither the request nor the server sets one
 MAX_MESSAGE_BYTES = 64 << 20
+MAX_PEAK_SIZE = 16384
+MAX_PEAK_SECONDS = 60.0
 
 _METHODS = {
     sahara_pb2.ABLATION_METHOD_UA: "ua",
     sahara_pb2.ABLATION_METHOD_SC: "sc",
     sahara_pb2.ABLATION_METHOD_MEAN: "mean",
+}
+_ENGINES = {
+    sahara_pb2.ENGINE_UNSPECIFIED: "fast",
+    sahara_pb2.ENGINE_FAST: "fast",
+    sahara_pb2.ENGINE_NAIVE: "naive",
 }
 _TEMPLATES = {
     sahara_pb2.PROMPT_TEMPLATE_UNSPECIFIED: "paper",
@@ -80,6 +95,30 @@ def to_template(template: int) -> str:
     return _TEMPLATES[template]
 
 
+def to_engine(engine: int) -> str:
+    if engine not in _ENGINES:
+        raise InvalidRequest(f"engine: unknown value {engine}; expected FAST (or UNSPECIFIED) or NAIVE")
+    return _ENGINES[engine]
+
+
+def to_budget(memory_budget_gib: float) -> float:
+    if not math.isfinite(memory_budget_gib) or memory_budget_gib < 0:
+        raise InvalidRequest(f"memory_budget_gib: must be a finite number >= 0 (0 = auto), got {memory_budget_gib}")
+    return memory_budget_gib
+
+
+def to_attribution_method(method: int) -> str:
+    if method == sahara_pb2.ABLATION_METHOD_MEAN:
+        raise InvalidRequest(
+            "method: MEAN has no scale to differentiate, so it cannot be attributed; "
+            "use UA or SC here, and score MEAN heads exactly with Forward"
+        )
+    if method not in (sahara_pb2.ABLATION_METHOD_UA, sahara_pb2.ABLATION_METHOD_SC):
+        name = sahara_pb2.AblationMethod.Name(method) if method == 0 else str(method)
+        raise InvalidRequest(f"method: {name} is not a method Attribute supports; use UA or SC")
+    return _METHODS[method]
+
+
 def encode_prompts(prompts: list[str], template: int, lm: loading.LoadedModel) -> list[list[int]]:
     if not prompts:
         raise InvalidRequest("prompts: no prompts given; send at least one")
@@ -100,9 +139,15 @@ T = TypeVar("T")
 
 
 class AblationService(sahara_pb2_grpc.AblationServiceServicer):
-    def __init__(self, lm: loading.LoadedModel, default_max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS) -> None:
+    def __init__(
+        self,
+        lm: loading.LoadedModel,
+        default_max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
+        default_memory_budget_gib: float = 0.0,
+    ) -> None:
         self.lm = lm
-        self.default_max_batch_rows = default_max_batch_rows
+        self.default_max_batch_rows = default_max_batch_rows  # 0 = no cap
+        self.default_memory_budget_gib = default_memory_budget_gib  # 0 = auto
         self.model_lock = threading.Lock()
 
     def Describe(
@@ -120,6 +165,16 @@ class AblationService(sahara_pb2_grpc.AblationServiceServicer):
     ) -> Iterator[sahara_pb2.GenerateResponse]:
         return self._guard_stream(context, lambda: self._generate(request))
 
+    def Attribute(
+        self, request: sahara_pb2.AttributeRequest, context: grpc.ServicerContext
+    ) -> Iterator[sahara_pb2.ForwardResponse]:
+        return self._guard_stream(context, lambda: self._attribute(request))
+
+    def MeasurePeak(
+        self, request: sahara_pb2.MeasurePeakRequest, context: grpc.ServicerContext
+    ) -> sahara_pb2.MeasurePeakResponse:
+        return self._guard(context, lambda: self._measure_peak(request))
+
     def _forward(self, request: sahara_pb2.ForwardRequest) -> Iterator[sahara_pb2.ForwardResponse]:
         lm = self.lm
         prompt_ids = encode_prompts(list(request.prompts), request.template, lm)
@@ -130,6 +185,8 @@ class AblationService(sahara_pb2_grpc.AblationServiceServicer):
         specs = [to_spec(spec, lm, f"specs[{i}]") for i, spec in enumerate(request.specs)]
         if not (request.return_logprobs or request.return_hidden):
             raise InvalidRequest("return_logprobs and return_hidden are both false; ask for at least one")
+        engine = to_engine(request.engine)
+        budget = to_budget(request.memory_budget_gib) or self.default_memory_budget_gib
 
         n, m = len(prompt_ids), len(specs)
         writers: dict[str, ChunkWriter] = {}
@@ -147,13 +204,17 @@ class AblationService(sahara_pb2_grpc.AblationServiceServicer):
                 )
         yield sahara_pb2.ForwardResponse(header=header)
 
-        batches = forward_rows(
+        stats = ForwardStats()
+        batches = run_forward(
             lm,
             prompt_ids,
             specs,
+            engine=engine,
             want_logprobs=request.return_logprobs,
             want_hidden=request.return_hidden,
             max_batch_rows=request.max_batch_rows or self.default_max_batch_rows,
+            memory_budget_gib=budget,
+            stats=stats,
         )
         for batch in self._locked(batches):
             for name, tensor in (("logprobs", batch.logprobs), ("hidden", batch.hidden)):
@@ -161,6 +222,54 @@ class AblationService(sahara_pb2_grpc.AblationServiceServicer):
                     yield from _chunks(writers[name].write(tensor))
         for writer in writers.values():
             yield from _chunks(writer.flush())
+        yield _stats(stats)
+
+    def _attribute(self, request: sahara_pb2.AttributeRequest) -> Iterator[sahara_pb2.ForwardResponse]:
+        lm = self.lm
+        prompt_ids = encode_prompts(list(request.prompts), request.template, lm)
+        method = to_attribution_method(request.method)
+        if not math.isfinite(request.eps):
+            raise InvalidRequest(f"eps: must be a finite number, got {request.eps}")
+        geo = lm.geometry
+        shape = [len(prompt_ids), geo.num_layers, geo.num_heads]
+        header = sahara_pb2.ForwardHeader(prompt_tokens=[len(ids) for ids in prompt_ids])
+        header.tensors.append(
+            sahara_pb2.TensorHeader(
+                name="attribution", dtype=sahara_pb2.DTYPE_FLOAT32, shape=shape, byte_length=math.prod(shape) * 4
+            )
+        )
+        yield sahara_pb2.ForwardResponse(header=header)
+        stats = ForwardStats()
+        writer = ChunkWriter("attribution")
+        batches = attribute(
+            lm,
+            prompt_ids,
+            method=method,
+            eps=request.eps,
+            max_batch_rows=request.max_batch_rows or self.default_max_batch_rows,
+            memory_budget_gib=self.default_memory_budget_gib,
+            stats=stats,
+        )
+        for batch in self._locked(batches):
+            yield from _chunks(writer.write(batch.attribution))
+        yield from _chunks(writer.flush())
+        yield _stats(stats)
+
+    def _measure_peak(self, request: sahara_pb2.MeasurePeakRequest) -> sahara_pb2.MeasurePeakResponse:
+        if request.size > MAX_PEAK_SIZE:
+            raise InvalidRequest(f"size: at most {MAX_PEAK_SIZE}, got {request.size} (0 = auto)")
+        seconds = request.min_seconds
+        if not math.isfinite(seconds) or seconds < 0 or seconds > MAX_PEAK_SECONDS:
+            raise InvalidRequest(f"min_seconds: must be between 0 and {MAX_PEAK_SECONDS:g} (0 = 1 s), got {seconds}")
+        with self.model_lock:
+            peak = measure_peak(self.lm.device, self.lm.dtype, request.size, seconds)
+        return sahara_pb2.MeasurePeakResponse(
+            flops_per_second=peak.flops_per_second,
+            dtype=_DTYPES.get(peak.dtype, sahara_pb2.DTYPE_UNSPECIFIED),
+            size=peak.size,
+            device=str(peak.device),
+            repeats=peak.repeats,
+        )
 
     def _generate(self, request: sahara_pb2.GenerateRequest) -> Iterator[sahara_pb2.GenerateResponse]:
         lm = self.lm
@@ -177,7 +286,7 @@ class AblationService(sahara_pb2_grpc.AblationServiceServicer):
             spec,
             max_new_tokens=request.max_new_tokens or DEFAULT_MAX_NEW_TOKENS,
             sampling=sampling,
-            max_batch_rows=request.max_batch_rows or self.default_max_batch_rows,
+            max_batch_rows=request.max_batch_rows or self.default_max_batch_rows or GENERATE_BATCH_ROWS,
         )
         for reply in self._locked(replies):
             yield sahara_pb2.GenerateResponse(
@@ -200,6 +309,8 @@ class AblationService(sahara_pb2_grpc.AblationServiceServicer):
             return work()
         except (InvalidRequest, AblationError, PromptError) as err:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        except ResourceExhausted as err:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(err))
         except Exception as err:  # every other failure is reported, and the server goes on
             log.exception("request failed")
             context.abort(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}")
@@ -210,6 +321,8 @@ class AblationService(sahara_pb2_grpc.AblationServiceServicer):
             yield from work()
         except (InvalidRequest, AblationError, PromptError) as err:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        except ResourceExhausted as err:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(err))
         except Exception as err:
             log.exception("request failed")
             context.abort(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}")
@@ -220,6 +333,20 @@ def _chunks(pieces: list[Piece]) -> Iterator[sahara_pb2.ForwardResponse]:
         yield sahara_pb2.ForwardResponse(
             chunk=sahara_pb2.TensorChunk(name=piece.name, offset=piece.offset, data=piece.data)
         )
+
+
+def _stats(stats: ForwardStats) -> sahara_pb2.ForwardResponse:
+    return sahara_pb2.ForwardResponse(
+        stats=sahara_pb2.ForwardStats(
+            compute_seconds=stats.compute_seconds,
+            forwards=stats.forwards,
+            rows=stats.rows,
+            layer_tokens=stats.layer_tokens,
+            flops=stats.flops,
+            max_batch_rows=stats.max_batch_rows,
+            oom_splits=stats.oom_splits,
+        )
+    )
 
 
 def describe(lm: loading.LoadedModel) -> sahara_pb2.DescribeResponse:
@@ -277,7 +404,11 @@ class HealthService(health_pb2_grpc.HealthServicer):
 
 
 def build_server(
-    lm: loading.LoadedModel, host: str = "127.0.0.1", port: int = 0, max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS
+    lm: loading.LoadedModel,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
+    memory_budget_gib: float = 0.0,
 ) -> tuple[grpc.Server, int, HealthService]:
     """A started server and the port it listens on (port 0 picks a free one)."""
     options = [
@@ -286,7 +417,9 @@ def build_server(
     ]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=options)
     health = HealthService()
-    sahara_pb2_grpc.add_AblationServiceServicer_to_server(AblationService(lm, max_batch_rows), server)
+    sahara_pb2_grpc.add_AblationServiceServicer_to_server(
+        AblationService(lm, max_batch_rows, memory_budget_gib), server
+    )
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bound = server.add_insecure_port(address)

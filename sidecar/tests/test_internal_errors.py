@@ -19,7 +19,7 @@ def test_internal_error_then_still_serving(tiny_lms, monkeypatch):
             def broken(*_args, **_kwargs):
                 raise RuntimeError("CUDA out of memory (simulated)")
 
-            monkeypatch.setattr(server_module, "forward_rows", broken)
+            monkeypatch.setattr(server_module, "run_forward", broken)
             with pytest.raises(grpc.RpcError) as caught:
                 list(stub.Forward(request, timeout=30))
             assert caught.value.code() == grpc.StatusCode.INTERNAL

@@ -75,14 +75,15 @@ def spec(heads=(), method=UA, eps=1e-5) -> sahara_pb2.AblationSpec:
     return sahara_pb2.AblationSpec(heads=pb_heads, method=method, eps=eps)
 
 
-def forward(stub, **request) -> tuple[sahara_pb2.ForwardHeader, dict[str, np.ndarray], int]:
-    """Call Forward and reassemble the tensors from their chunks by offset."""
-    responses = list(stub.Forward(sahara_pb2.ForwardRequest(**request), timeout=60))
+def read_stream(responses) -> tuple[sahara_pb2.ForwardHeader, dict[str, np.ndarray], int, sahara_pb2.ForwardStats]:
+    """Reassemble a Forward/Attribute stream: header first, chunks placed by offset, stats last."""
+    responses = list(responses)
     assert responses[0].WhichOneof("part") == "header"
+    assert responses[-1].WhichOneof("part") == "stats", "the stats trailer is the last message"
     header = responses[0].header
     buffers = {t.name: bytearray(t.byte_length) for t in header.tensors}
     filled = dict.fromkeys(buffers, 0)
-    for response in responses[1:]:
+    for response in responses[1:-1]:
         assert response.WhichOneof("part") == "chunk"
         chunk = response.chunk
         assert len(chunk.data) <= (1 << 20)
@@ -92,7 +93,13 @@ def forward(stub, **request) -> tuple[sahara_pb2.ForwardHeader, dict[str, np.nda
     tensors = {
         t.name: np.frombuffer(bytes(buffers[t.name]), dtype="<f4").reshape(tuple(t.shape)) for t in header.tensors
     }
-    return header, tensors, len(responses) - 1
+    return header, tensors, len(responses) - 2, responses[-1].stats
+
+
+def forward(stub, **request) -> tuple[sahara_pb2.ForwardHeader, dict[str, np.ndarray], int]:
+    """Call Forward and reassemble the tensors from their chunks by offset."""
+    header, tensors, chunks, _stats = read_stream(stub.Forward(sahara_pb2.ForwardRequest(**request), timeout=60))
+    return header, tensors, chunks
 
 
 def expect_invalid(call, *fragments: str) -> str:

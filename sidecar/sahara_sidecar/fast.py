@@ -1,0 +1,381 @@
+"""The fast engine: many specs per forward, each row resumed from the cached clean residual stream.
+
+An ablation whose first head is in layer l leaves the inputs of layers 0..l exactly as in the
+clean model (hooks act inside layer l and above). So, per block of prompts:
+
+1. one clean forward of the block (left padded as usual), with a forward pre-hook on every
+   decoder layer that records the layer's input hidden state [B, T, d] and the other arguments
+   the decoder passed it (attention mask, position embeddings, position ids, ...). The clean
+   rows' results are this pass's own last-position log-probs and final-norm hidden state;
+2. the block's ablated rows (prompt b, spec m) are grouped by their spec's first layer l; each
+   group runs, in batches, layers l..L-1 directly on the recorded inputs of layer l, with every
+   batch-dimension tensor of the recorded arguments indexed by row -> prompt (broadcast
+   dimensions are kept), the spec hooks installed (ablation.ablated), then the final norm and
+   lm_head on the last position only.
+
+Rows keep the clean pass's padding and lengths, so a resumed row computes what a full forward of
+the same padded batch computes. Per-family forward code is not needed: whatever the decoder
+passes its layers is replayed. Results stream per block, in row order (r = n*M + m).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .ablation import AblationSpec, ablated, decoder_layers
+from .forward import BatchResult, capture_last_token, forward_rows
+from .loading import LoadedModel
+from .memory import activation_bytes_per_row, budget_bytes, plan_batch_rows, run_in_batches
+from .prompts import left_pad
+from .stats import ForwardStats, ModelCost, model_cost
+
+REUSABLE_ATTENTION = ("eager", "sdpa")  # masks are plain tensors that can be indexed by row
+OUTPUT_BUFFER_BYTES = 1 << 30  # host memory for one block's results before they are streamed
+CACHE_SHARE = 4  # the clean-pass cache may take 1/CACHE_SHARE of the memory budget
+MIN_EFFICIENT_ROWS = 64  # rows per forward worth filling before padding costs more than it saves
+
+
+@dataclass
+class LayerCall:
+    """What the decoder passed one layer in the clean pass."""
+
+    hidden: torch.Tensor | None  # [B, T, d], the layer's input residual stream (start layers only)
+    args: tuple[object, ...]  # further positional arguments
+    kwargs: dict[str, object]
+
+
+@dataclass
+class CleanPass:
+    calls: dict[int, LayerCall]  # every layer; hidden kept only where some spec starts
+    prompts: int  # B
+    width: int  # T, padded
+    logprobs: torch.Tensor | None  # [B, vocab] float32, cpu
+    hidden: torch.Tensor | None  # [B, hidden] float32, cpu
+
+
+def first_layer(spec: AblationSpec) -> int | None:
+    return min(layer for layer, _ in spec.heads) if spec.heads else None
+
+
+def reuse_supported(lm: LoadedModel) -> bool:
+    return getattr(lm.model.config, "_attn_implementation", "eager") in REUSABLE_ATTENTION
+
+
+@contextmanager
+def capture_layer_inputs(layers: Sequence[nn.Module], wanted: set[int]) -> Iterator[dict[int, LayerCall]]:
+    """Record every layer's arguments; keep the input hidden state only for the layers in `wanted`."""
+    captured: dict[int, LayerCall] = {}
+    handles = []
+
+    def hook(index: int):
+        def record(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+            rest = dict(kwargs)
+            hidden = args[0] if args else rest.pop("hidden_states")
+            captured[index] = LayerCall(hidden if index in wanted else None, tuple(args[1:]), rest)
+
+        return record
+
+    try:
+        for index, layer in enumerate(layers):
+            handles.append(layer.register_forward_pre_hook(hook(index), with_kwargs=True))
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _last_position(_module: nn.Module, args: tuple) -> tuple:
+    return (args[0][:, -1:, :], *args[1:])
+
+
+@contextmanager
+def last_layer_sliced(model: nn.Module) -> Iterator[None]:
+    """Only the last position leaves the last decoder layer usefully: o_proj and the MLP of that
+    layer run on the last position alone (pre-hooks slice their input to [rows, 1, .]).
+
+    Attention still reads every position's keys and values; its [rows, 1, d] output is added to
+    the [rows, T, d] residual by broadcasting, so the last position is exact and the others, which
+    nothing reads, are not. Valid wherever the MLP is position-wise and its output is added to the
+    residual stream, as in every decoder family the sidecar loads.
+    """
+    last = decoder_layers(model)[-1]
+    handles = [last.self_attn.o_proj.register_forward_pre_hook(_last_position)]
+    mlp = getattr(last, "mlp", None)
+    if isinstance(mlp, nn.Module):
+        handles.append(mlp.register_forward_pre_hook(_last_position))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def clean_pass(
+    lm: LoadedModel, ids: Sequence[Sequence[int]], wanted: set[int], *, want_logprobs: bool, want_hidden: bool
+) -> CleanPass:
+    batch = left_pad(ids, lm.pad_token_id, lm.device)
+    with (
+        torch.inference_mode(),
+        capture_layer_inputs(decoder_layers(lm.model), wanted) as calls,
+        capture_last_token(lm.final_norm, want_hidden) as last,
+    ):
+        out = lm.model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            logits_to_keep=1,
+            use_cache=False,
+        )
+        logprobs = out.logits[:, -1, :].float().log_softmax(dim=-1).cpu() if want_logprobs else None
+        hidden = last["last"].float().cpu() if want_hidden else None
+    return CleanPass(dict(calls), len(ids), batch.input_ids.shape[1], logprobs, hidden)
+
+
+class _RowSelector:
+    """Index the batch dimension of recorded arguments by row -> prompt, each tensor once."""
+
+    def __init__(self, prompts: int, index: torch.Tensor) -> None:
+        self.prompts = prompts
+        self.index = index
+        self.done: dict[int, torch.Tensor] = {}
+
+    def __call__(self, value: object) -> object:
+        if isinstance(value, torch.Tensor):
+            # 1-D tensors (e.g. cache positions) are never per-row; size-1 leading dims broadcast.
+            if value.dim() < 2 or value.shape[0] != self.prompts:
+                return value
+            key = id(value)
+            if key not in self.done:
+                self.done[key] = value.index_select(0, self.index)
+            return self.done[key]
+        if isinstance(value, tuple):
+            return tuple(self(v) for v in value)
+        if isinstance(value, list):
+            return [self(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self(v) for k, v in value.items()}
+        return value
+
+
+def final_logits(lm: LoadedModel, normed: torch.Tensor) -> torch.Tensor:
+    """lm_head on final-norm outputs, with the output scaling some families apply after it."""
+    logits = lm.model.get_output_embeddings()(normed)
+    config = lm.model.config
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    scale = getattr(text, "logit_scale", None)
+    if scale:
+        logits = logits * scale
+    cap = getattr(text, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def resume(
+    lm: LoadedModel,
+    clean: CleanPass,
+    layer: int,
+    prompts: Sequence[int],
+    specs: Sequence[AblationSpec],
+    *,
+    want_logprobs: bool,
+    want_hidden: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Rows (prompts[i], specs[i]) through layers layer..L-1 from the clean pass's inputs of `layer`."""
+    layers = decoder_layers(lm.model)
+    index = torch.tensor(list(prompts), dtype=torch.long, device=lm.device)
+    select = _RowSelector(clean.prompts, index)
+    with torch.inference_mode(), ablated(lm.model, specs):
+        hidden = clean.calls[layer].hidden.index_select(0, index)
+        for i in range(layer, len(layers)):
+            call = clean.calls[i]
+            out = layers[i](hidden, *select(call.args), **select(call.kwargs))
+            hidden = out[0] if isinstance(out, tuple) else out
+        normed = lm.final_norm(hidden[:, -1:, :])
+        logprobs = final_logits(lm, normed)[:, -1, :].float().log_softmax(dim=-1).cpu() if want_logprobs else None
+        last = normed[:, -1, :].float().cpu() if want_hidden else None
+    return logprobs, last
+
+
+class FastEngine:
+    """One Forward call of the fast engine (see the module docstring).
+
+    Blocks are consecutive prompts (the unit streamed back, sized by the output buffer and the
+    clean-pass cache); inside a block, prompts are sorted by length into buckets of about
+    `bucket_prompts`, one clean pass each, so that padding stays small.
+    """
+
+    def __init__(
+        self,
+        lm: LoadedModel,
+        prompt_ids: Sequence[Sequence[int]],
+        specs: Sequence[AblationSpec],
+        *,
+        want_logprobs: bool,
+        want_hidden: bool,
+        max_batch_rows: int,
+        memory_budget_gib: float,
+        stats: ForwardStats,
+        cost: ModelCost | None = None,
+    ) -> None:
+        self.lm = lm
+        self.prompt_ids = prompt_ids
+        self.specs = specs
+        self.want_logprobs = want_logprobs
+        self.want_hidden = want_hidden
+        self.max_batch_rows = max_batch_rows
+        self.stats = stats
+        self.cost = cost or model_cost(lm)
+        self.budget = budget_bytes(memory_budget_gib, lm.device)
+        self.oom_rows = 0  # after an out-of-memory split: the batch size that worked
+        self.starts = [first_layer(spec) for spec in specs]
+        self.groups: dict[int, list[int]] = {}
+        for m, start in enumerate(self.starts):
+            if start is not None:
+                self.groups.setdefault(start, []).append(m)
+        self.smallest_group = min((len(g) for g in self.groups.values()), default=1)
+
+    def batch_rows(self, tokens: int) -> int:
+        rows = plan_batch_rows(self.budget, activation_bytes_per_row(self.cost, tokens), self.max_batch_rows)
+        return min(rows, self.oom_rows) if self.oom_rows else rows
+
+    def block_prompts(self) -> int:
+        """Prompts per block: within the clean-pass cache share of the budget and the output buffer."""
+        width = max(len(ids) for ids in self.prompt_ids)
+        cost = self.cost
+        cache_per_prompt = (len(self.groups) + 1) * width * cost.hidden_size * cost.dtype_bytes
+        by_cache = (self.budget // CACHE_SHARE) // max(1, cache_per_prompt)
+        widths = (cost.vocab_size if self.want_logprobs else 0) + (cost.hidden_size if self.want_hidden else 0)
+        by_output = OUTPUT_BUFFER_BYTES // max(1, len(self.specs) * widths * 4)
+        return max(1, min(by_cache, by_output, len(self.prompt_ids)))
+
+    def bucket_prompts(self, tokens: int) -> int:
+        """Prompts per clean pass: enough that every start-layer group fills a batch of rows (up to
+        MIN_EFFICIENT_ROWS), and no more than one batch of rows for the clean pass itself."""
+        rows = self.batch_rows(tokens)
+        return max(1, min(rows, math.ceil(min(rows, MIN_EFFICIENT_ROWS) / self.smallest_group)))
+
+    def buckets(self, block: Sequence[int]) -> list[list[int]]:
+        """Positions in `block`, sorted by prompt length, cut into buckets (a short tail joins the last)."""
+        order = sorted(range(len(block)), key=lambda b: len(self.prompt_ids[block[b]]))
+        size = self.bucket_prompts(max(len(self.prompt_ids[n]) for n in block))
+        cuts = [order[i : i + size] for i in range(0, len(order), size)]
+        if len(cuts) > 1 and len(cuts[-1]) < size / 2:
+            cuts[-2].extend(cuts.pop())
+        return cuts
+
+    def _shrunk(self, size: int) -> None:
+        self.oom_rows = size
+
+    def rows(self) -> Iterator[BatchResult]:
+        m_count = len(self.specs)
+        prompts = list(range(len(self.prompt_ids)))
+        for block, result in run_in_batches(
+            prompts, self.block_prompts(), self.run_block, self.stats, self.lm.device, on_split=self._shrunk
+        ):
+            logprobs, hidden = result
+            yield BatchResult(range(block[0] * m_count, (block[-1] + 1) * m_count), logprobs, hidden)
+
+    def run_block(self, block: Sequence[int]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        m_count, cost = len(self.specs), self.cost
+        out_lp = torch.empty(len(block) * m_count, cost.vocab_size) if self.want_logprobs else None
+        out_hid = torch.empty(len(block) * m_count, cost.hidden_size) if self.want_hidden else None
+
+        def store(rows: list[int], logprobs: torch.Tensor | None, hidden: torch.Tensor | None) -> None:
+            if out_lp is not None:
+                out_lp[rows] = logprobs
+            if out_hid is not None:
+                out_hid[rows] = hidden
+
+        for bucket in self.buckets(block):
+            self.run_bucket([block[b] for b in bucket], [b * m_count for b in bucket], store)
+        self.stats.rows += len(block) * m_count
+        return out_lp, out_hid
+
+    def run_bucket(self, prompts: list[int], bases: list[int], store) -> None:
+        """One clean pass of `prompts`, then every ablated row resumed from it; results to
+        store(rows, logprobs, hidden) at row bases[i] + m of the block buffer."""
+        lm, cost, stats = self.lm, self.cost, self.stats
+        with stats.timed(lm.device), last_layer_sliced(lm.model):
+            clean = clean_pass(
+                lm,
+                [self.prompt_ids[n] for n in prompts],
+                set(self.groups),
+                want_logprobs=self.want_logprobs,
+                want_hidden=self.want_hidden,
+            )
+            stats.record(cost, rows=len(prompts), tokens=clean.width, sliced_last_layer=True)
+        for m, start in enumerate(self.starts):
+            if start is None:
+                store([base + m for base in bases], clean.logprobs, clean.hidden)
+        for layer in sorted(self.groups):
+            pairs = [(b, m) for b in range(len(prompts)) for m in self.groups[layer]]
+
+            def run(batch: Sequence[tuple[int, int]], layer: int = layer) -> tuple[torch.Tensor | None, ...]:
+                with stats.timed(lm.device), last_layer_sliced(lm.model):
+                    result = resume(
+                        lm,
+                        clean,
+                        layer,
+                        [b for b, _ in batch],
+                        [self.specs[m] for _, m in batch],
+                        want_logprobs=self.want_logprobs,
+                        want_hidden=self.want_hidden,
+                    )
+                    stats.record(cost, rows=len(batch), tokens=clean.width, first_layer=layer, sliced_last_layer=True)
+                return result
+
+            for batch, (logprobs, hidden) in run_in_batches(
+                pairs, self.batch_rows(clean.width), run, stats, lm.device, on_split=self._shrunk
+            ):
+                store([bases[b] + m for b, m in batch], logprobs, hidden)
+
+
+def fast_rows(
+    lm: LoadedModel,
+    prompt_ids: Sequence[Sequence[int]],
+    specs: Sequence[AblationSpec],
+    *,
+    want_logprobs: bool,
+    want_hidden: bool,
+    max_batch_rows: int = 0,
+    memory_budget_gib: float = 0.0,
+    stats: ForwardStats | None = None,
+) -> Iterator[BatchResult]:
+    """Every (prompt, spec) row, block by block, in row order (see the module docstring).
+
+    Attention kernels whose masks are not plain tensors (flash, flex) cannot be replayed by row;
+    there every row runs the whole model (forward.forward_rows), still many specs per forward.
+    """
+    stats = stats if stats is not None else ForwardStats()
+    if not reuse_supported(lm):
+        width = max(len(ids) for ids in prompt_ids)
+        per_row = activation_bytes_per_row(model_cost(lm), width)
+        rows = plan_batch_rows(budget_bytes(memory_budget_gib, lm.device), per_row, max_batch_rows)
+        yield from forward_rows(
+            lm,
+            prompt_ids,
+            specs,
+            want_logprobs=want_logprobs,
+            want_hidden=want_hidden,
+            max_batch_rows=rows,
+            stats=stats,
+        )
+        return
+    engine = FastEngine(
+        lm,
+        prompt_ids,
+        specs,
+        want_logprobs=want_logprobs,
+        want_hidden=want_hidden,
+        max_batch_rows=max_batch_rows,
+        memory_budget_gib=memory_budget_gib,
+        stats=stats,
+    )
+    yield from engine.rows()
