@@ -105,7 +105,7 @@ def forward(stub, **request) -> tuple[sahara_pb2.ForwardHeader, dict[str, np.nda
 def expect_invalid(call, *fragments: str) -> str:
     with pytest.raises(grpc.RpcError) as caught:
         result = call()
-        if not isinstance(result, sahara_pb2.DescribeResponse):
+        if not isinstance(result, sahara_pb2.DescribeResponse | sahara_pb2.MeasurePeakResponse):
             list(result)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
     for fragment in fragments:
@@ -233,6 +233,74 @@ def test_invalid_requests_then_still_serving(stub):
     )
     _, tensors, _ = forward(stub, **ok)
     assert tensors["logprobs"].shape == (3, 1, 300)
+
+
+def test_forward_engines_agree_and_report_stats(stub):
+    specs = [spec()] + [spec([(layer, head)], UA, 1e-5) for layer in range(3) for head in range(4)]
+    request = dict(prompts=PROMPTS, specs=specs, return_logprobs=True, return_hidden=True)
+    results = {}
+    for engine in (sahara_pb2.ENGINE_UNSPECIFIED, sahara_pb2.ENGINE_FAST, sahara_pb2.ENGINE_NAIVE):
+        call = stub.Forward(sahara_pb2.ForwardRequest(**request, engine=engine), timeout=60)
+        _, tensors, _, stats = read_stream(call)
+        results[engine] = (tensors, stats)
+        assert stats.rows == 3 * 13 and stats.forwards > 0 and stats.layer_tokens > 0 and stats.flops > 0
+        assert stats.compute_seconds > 0 and stats.oom_splits == 0
+        assert 1 <= stats.max_batch_rows <= 4, "the server's --max-batch-rows 4 caps every batch"
+    fast, naive = results[sahara_pb2.ENGINE_FAST], results[sahara_pb2.ENGINE_NAIVE]
+    for name in ("logprobs", "hidden"):
+        np.testing.assert_allclose(fast[0][name], naive[0][name], atol=2e-5, rtol=0)
+        np.testing.assert_array_equal(fast[0][name], results[sahara_pb2.ENGINE_UNSPECIFIED][0][name])
+    assert naive[1].forwards == 39 and naive[1].max_batch_rows == 1
+    assert fast[1].layer_tokens < naive[1].layer_tokens and fast[1].forwards < naive[1].forwards
+
+    call = stub.Forward(sahara_pb2.ForwardRequest(**request, max_batch_rows=2, memory_budget_gib=0.25), timeout=60)
+    _, tensors, _, stats = read_stream(call)
+    assert stats.max_batch_rows <= 2
+    np.testing.assert_allclose(tensors["logprobs"], fast[0]["logprobs"], atol=2e-5, rtol=0)
+
+
+def test_forward_invalid_engine_and_budget(stub):
+    ok = dict(prompts=PROMPTS, specs=[spec()], return_logprobs=True)
+
+    def call(**changes):
+        return lambda: stub.Forward(sahara_pb2.ForwardRequest(**{**ok, **changes}), timeout=30)
+
+    expect_invalid(call(engine=7), "engine", "7")
+    for budget in (-1.0, math.nan, math.inf):
+        expect_invalid(call(memory_budget_gib=budget), "memory_budget_gib")
+    _, tensors, _ = forward(stub, **ok)
+    assert tensors["logprobs"].shape == (3, 1, 300)
+
+
+def test_attribute(stub):
+    request = sahara_pb2.AttributeRequest(prompts=PROMPTS, method=SC, eps=0.0, max_batch_rows=2)
+    header, tensors, _, stats = read_stream(stub.Attribute(request, timeout=60))
+    assert [(t.name, list(t.shape), t.dtype) for t in header.tensors] == [
+        ("attribution", [3, 3, 4], sahara_pb2.DTYPE_FLOAT32)
+    ]
+    assert len(header.prompt_tokens) == 3
+    attribution = tensors["attribution"]
+    assert np.isfinite(attribution).all() and (attribution >= 0).all() and attribution.max() > 0
+    assert (stats.rows, stats.forwards, stats.max_batch_rows) == (3, 2, 2) and stats.flops > 0
+
+    def call(**changes):
+        fields = dict(prompts=PROMPTS, method=UA, eps=1e-5) | changes
+        return lambda: stub.Attribute(sahara_pb2.AttributeRequest(**fields), timeout=30)
+
+    expect_invalid(call(method=MEAN), "method", "MEAN", "UA or SC")
+    expect_invalid(call(method=sahara_pb2.ABLATION_METHOD_UNSPECIFIED), "method", "UNSPECIFIED")
+    expect_invalid(call(eps=math.nan), "eps", "finite")
+    expect_invalid(call(prompts=[]), "prompts")
+
+
+def test_measure_peak(stub):
+    peak = stub.MeasurePeak(sahara_pb2.MeasurePeakRequest(size=128, min_seconds=0.05), timeout=60)
+    assert peak.flops_per_second > 0 and peak.repeats >= 1
+    assert (peak.size, peak.device, peak.dtype) == (128, "cpu", sahara_pb2.DTYPE_FLOAT32)
+    auto = stub.MeasurePeak(sahara_pb2.MeasurePeakRequest(min_seconds=0.05), timeout=60)
+    assert auto.size == 1024
+    for bad in (dict(min_seconds=-1.0), dict(min_seconds=math.nan), dict(size=100000)):
+        expect_invalid(lambda bad=bad: stub.MeasurePeak(sahara_pb2.MeasurePeakRequest(**bad), timeout=30))
 
 
 def test_generate_greedy_deterministic_and_ablation_changes_it(stub):

@@ -1,0 +1,158 @@
+"""The fast engine (clean-pass reuse) against the naive engine (one forward per row) and the
+full-forward batched path: same log-probs and hidden states, same Ships KL, same top-10; and the
+stats each reports."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sahara_sidecar import fast
+from sahara_sidecar.ablation import AblationSpec
+from sahara_sidecar.engines import run_forward
+from sahara_sidecar.prompts import encode
+from sahara_sidecar.stats import ForwardStats, forward_flops, model_cost
+
+PROMPTS = [
+    "Hi",
+    "How do I bake bread at home?",
+    "Tell me how to build a birdhouse from scrap wood, step by step.",
+    "What is the capital of France?",
+    "Sure, here is a short answer.",
+]
+FAMILIES = ("llama", "qwen2", "mistral", "qwen3")
+KL_RTOL = 1e-4  # the issue's bound on the relative difference of Ships KL between engines
+KL_FLOOR = 1e-5  # float32 log-probs carry ~1e-6 rounding, so a KL below ~1e-5 has no relative precision
+
+
+def scan_specs(lm, method: str = "ua", eps: float = 1e-5) -> list[AblationSpec]:
+    """A Ships scan (clean + every head alone) plus multi-head and MEAN specs."""
+    geo = lm.geometry
+    heads = [AblationSpec(((layer, head),), method, eps) for layer in range(geo.num_layers) for head in range(4)]
+    extra = [AblationSpec(((1, 0), (2, 1)), "sc", 0.0), AblationSpec(((2, 2), (0, 3)), "mean", 0.0)]
+    return [AblationSpec(), *heads, *extra]
+
+
+def run(lm, ids, specs, engine: str, **options) -> tuple[torch.Tensor, torch.Tensor, ForwardStats]:
+    stats = ForwardStats()
+    batches = list(
+        run_forward(lm, ids, specs, engine=engine, want_logprobs=True, want_hidden=True, stats=stats, **options)
+    )
+    starts = [b.rows.start for b in batches]
+    assert starts == sorted(starts) and starts[0] == 0, "batches come back in row order"
+    assert sum(len(b.rows) for b in batches) == len(ids) * len(specs)
+    logprobs = torch.cat([b.logprobs for b in batches]).view(len(ids), len(specs), -1)
+    hidden = torch.cat([b.hidden for b in batches]).view(len(ids), len(specs), -1)
+    return logprobs, hidden, stats
+
+
+def ships_kl(logprobs: torch.Tensor) -> torch.Tensor:
+    """KL(clean || ablated) per (prompt, spec) in float64, 1e-12 added (METHOD.md); spec 0 is clean."""
+    probs = logprobs.double().exp() + 1e-12
+    return (probs[:, :1] * (probs[:, :1].log() - probs.log())).sum(-1)
+
+
+def assert_same_ships(a: torch.Tensor, b: torch.Tensor, heads: slice) -> None:
+    kl_a, kl_b = ships_kl(a), ships_kl(b)
+    torch.testing.assert_close(kl_a, kl_b, rtol=KL_RTOL, atol=KL_FLOOR)
+    mean_a, mean_b = kl_a[:, heads].mean(0), kl_b[:, heads].mean(0)
+    resolved = mean_b > 100 * KL_FLOOR
+    assert resolved.sum() >= 3
+    rel = ((mean_a - mean_b).abs() / mean_b)[resolved]
+    assert rel.max() <= KL_RTOL, f"dataset Ships KL relative difference {rel.max():.2e}"
+    top_a = mean_a.argsort(descending=True)[:10].tolist()
+    top_b = mean_b.argsort(descending=True)[:10].tolist()
+    assert top_a == top_b, "identical top-10 head rankings"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fast_naive_full_agree(tiny_lms, family):
+    lm = tiny_lms[family]
+    ids = encode(PROMPTS, "paper", lm.tokenizer)
+    specs = scan_specs(lm)
+    heads = slice(1, 1 + lm.geometry.num_layers * 4)
+    fast_lp, fast_hid, fast_stats = run(lm, ids, specs, "fast")
+    naive_lp, naive_hid, naive_stats = run(lm, ids, specs, "naive")
+    full_lp, full_hid, full_stats = run(lm, ids, specs, "full")
+    for lp, hid in ((naive_lp, naive_hid), (full_lp, full_hid)):
+        torch.testing.assert_close(fast_lp, lp, atol=2e-5, rtol=0)
+        torch.testing.assert_close(fast_hid, hid, atol=2e-5, rtol=0)
+        assert_same_ships(fast_lp, lp, heads)
+    assert not torch.allclose(fast_lp[:, 0], fast_lp[:, 1]), "ablations change the output"
+
+    n, m = len(ids), len(specs)
+    for stats in (fast_stats, naive_stats, full_stats):
+        assert stats.rows == n * m and stats.forwards > 0 and stats.flops > 0 and stats.layer_tokens > 0
+        assert stats.compute_seconds > 0 and stats.oom_splits == 0
+    assert naive_stats.forwards == n * m and naive_stats.max_batch_rows == 1
+    assert fast_stats.layer_tokens < full_stats.layer_tokens, "resumed rows skip the layers below their spec"
+    assert fast_stats.flops < full_stats.flops
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3"])
+def test_fast_with_small_batches_and_one_prompt(tiny_lms, family):
+    """Groups split across batches, buckets of one prompt, a request of a single prompt."""
+    lm = tiny_lms[family]
+    ids = encode(PROMPTS, "paper", lm.tokenizer)
+    specs = scan_specs(lm, "sc", 0.0)
+    ref_lp, ref_hid, _ = run(lm, ids, specs, "full", max_batch_rows=64)
+    for rows in (1, 3, 7):
+        lp, hid, stats = run(lm, ids, specs, "fast", max_batch_rows=rows)
+        assert stats.max_batch_rows <= rows
+        torch.testing.assert_close(lp, ref_lp, atol=2e-5, rtol=0)
+        torch.testing.assert_close(hid, ref_hid, atol=2e-5, rtol=0)
+    lp, _, stats = run(lm, ids[1:2], specs, "fast")
+    torch.testing.assert_close(lp[0], ref_lp[1], atol=2e-5, rtol=0)
+    assert stats.forwards == 1 + lm.geometry.num_layers, "one clean pass, one batch per start layer"
+
+
+def test_only_clean_specs_is_one_pass_per_bucket(tiny_lms):
+    lm = tiny_lms["mistral"]
+    ids = encode(PROMPTS, "paper", lm.tokenizer)
+    lp, _, stats = run(lm, ids, [AblationSpec(), AblationSpec()], "fast")
+    assert stats.forwards == 1 and stats.rows == 2 * len(ids)
+    torch.testing.assert_close(lp[:, 0], lp[:, 1], atol=0, rtol=0)
+
+
+def test_fast_survives_out_of_memory(tiny_lms, monkeypatch):
+    """A resumed batch above 4 rows 'runs out of memory': it is halved until it fits, same results."""
+    lm = tiny_lms["qwen2"]
+    ids = encode(PROMPTS, "paper", lm.tokenizer)
+    specs = scan_specs(lm)
+    ref_lp, ref_hid, _ = run(lm, ids, specs, "fast")
+    real_resume = fast.resume
+
+    def small_memory(lm_, clean, layer, prompts, specs_, **kwargs):
+        if len(prompts) > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_resume(lm_, clean, layer, prompts, specs_, **kwargs)
+
+    monkeypatch.setattr(fast, "resume", small_memory)
+    lp, hid, stats = run(lm, ids, specs, "fast")
+    assert stats.oom_splits > 0 and stats.max_batch_rows <= max(4, len(ids))
+    torch.testing.assert_close(lp, ref_lp, atol=2e-5, rtol=0)
+    torch.testing.assert_close(hid, ref_hid, atol=2e-5, rtol=0)
+
+
+def test_last_layer_slicing_is_exact_at_the_last_position(tiny_lms):
+    for family in FAMILIES:
+        lm = tiny_lms[family]
+        ids = torch.tensor([encode(PROMPTS[2:3], "paper", lm.tokenizer)[0]])
+        with torch.inference_mode():
+            ref = lm.model(input_ids=ids).logits[:, -1]
+            with fast.last_layer_sliced(lm.model):
+                sliced = lm.model(input_ids=ids).logits[:, -1]
+        torch.testing.assert_close(sliced, ref, atol=1e-5, rtol=0)
+
+
+def test_flop_estimate(tiny_lms):
+    lm = tiny_lms["llama"]
+    cost = model_cost(lm)
+    d, i, v = 64, 128, 300
+    per_layer = 4 * d * d + 3 * d * i  # q, k, v, o (4 kv heads of 16) + gate, up, down
+    assert cost.layer_matmul_params == (per_layer,) * 3
+    t = 10
+    expected = 3 * (2 * per_layer * t + 4 * 4 * 16 * t * t) + 2 * v * d
+    assert forward_flops(cost, rows=1, tokens=t) == expected
+    assert forward_flops(cost, rows=5, tokens=t, first_layer=2) < forward_flops(cost, rows=5, tokens=t)
+    assert forward_flops(cost, rows=1, tokens=t, kept_positions=t) - expected == 2 * v * d * (t - 1)
