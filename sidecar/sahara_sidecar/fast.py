@@ -1,21 +1,24 @@
 """The fast engine: many specs per forward, each row resumed from the cached clean residual stream.
 
 An ablation whose first head is in layer l leaves the inputs of layers 0..l exactly as in the
-clean model (hooks act inside layer l and above). So, per block of prompts:
+clean model (hooks act inside layer l and above). So, per block of prompts (consecutive, the unit
+streamed back), and inside it per bucket of prompts of similar length (less padding):
 
-1. one clean forward of the block (left padded as usual), with a forward pre-hook on every
+1. one clean forward of the bucket (left padded as usual), with a forward pre-hook on every
    decoder layer that records the layer's input hidden state [B, T, d] and the other arguments
    the decoder passed it (attention mask, position embeddings, position ids, ...). The clean
    rows' results are this pass's own last-position log-probs and final-norm hidden state;
-2. the block's ablated rows (prompt b, spec m) are grouped by their spec's first layer l; each
+2. the bucket's ablated rows (prompt b, spec m) are grouped by their spec's first layer l; each
    group runs, in batches, layers l..L-1 directly on the recorded inputs of layer l, with every
    batch-dimension tensor of the recorded arguments indexed by row -> prompt (broadcast
    dimensions are kept), the spec hooks installed (ablation.ablated), then the final norm and
    lm_head on the last position only.
 
 Rows keep the clean pass's padding and lengths, so a resumed row computes what a full forward of
-the same padded batch computes. Per-family forward code is not needed: whatever the decoder
-passes its layers is replayed. Results stream per block, in row order (r = n*M + m).
+the same padded batch computes. In every pass the last layer's o_proj and MLP run on the last
+position only (last_layer_sliced), the only position whose output is read. Per-family forward
+code is not needed: whatever the decoder passes its layers is replayed. Results stream per block,
+in row order (r = n*M + m).
 """
 
 from __future__ import annotations
@@ -38,7 +41,9 @@ from .stats import ForwardStats, ModelCost, model_cost
 REUSABLE_ATTENTION = ("eager", "sdpa")  # masks are plain tensors that can be indexed by row
 OUTPUT_BUFFER_BYTES = 1 << 30  # host memory for one block's results before they are streamed
 CACHE_SHARE = 4  # the clean-pass cache may take 1/CACHE_SHARE of the memory budget
-MIN_EFFICIENT_ROWS = 64  # rows per forward worth filling before padding costs more than it saves
+# Rows per forward worth filling before padding costs more than it saves (a CPU is efficient at
+# small batches already; a GPU needs large ones).
+MIN_EFFICIENT_ROWS = {"cpu": 64, "cuda": 256}
 
 
 @dataclass
@@ -259,7 +264,8 @@ class FastEngine:
         """Prompts per clean pass: enough that every start-layer group fills a batch of rows (up to
         MIN_EFFICIENT_ROWS), and no more than one batch of rows for the clean pass itself."""
         rows = self.batch_rows(tokens)
-        return max(1, min(rows, math.ceil(min(rows, MIN_EFFICIENT_ROWS) / self.smallest_group)))
+        target = MIN_EFFICIENT_ROWS.get(self.lm.device.type, MIN_EFFICIENT_ROWS["cpu"])
+        return max(1, min(rows, math.ceil(min(rows, target) / self.smallest_group)))
 
     def buckets(self, block: Sequence[int]) -> list[list[int]]:
         """Positions in `block`, sorted by prompt length, cut into buckets (a short tail joins the last)."""
