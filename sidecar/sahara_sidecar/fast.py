@@ -1,18 +1,20 @@
 """The fast engine: many specs per forward, each row resumed from the cached clean residual stream.
 
 An ablation whose first head is in layer l leaves the inputs of layers 0..l exactly as in the
-clean model (hooks act inside layer l and above). So, per block of prompts (consecutive, the unit
+clean model (hooks act inside layer l and above). Likewise a spec G + {h} agrees below h's layer
+with the model that has G ablated (a Sahara step: every spec shares the group G), so such rows
+resume from a G-ablated pass instead (common_base). So, per block of prompts (consecutive, the unit
 streamed back), and inside it per bucket of prompts of similar length (less padding):
 
-1. one clean forward of the bucket (left padded as usual), with a forward pre-hook on every
+1. one clean (or G-ablated) forward of the bucket (left padded), with a forward pre-hook on every
    decoder layer that records the layer's input hidden state [B, T, d] and the other arguments
    the decoder passed it (attention mask, position embeddings, position ids, ...). The clean
    rows' results are this pass's own last-position log-probs and final-norm hidden state;
-2. the bucket's ablated rows (prompt b, spec m) are grouped by their spec's first layer l; each
-   group runs, in batches, layers l..L-1 directly on the recorded inputs of layer l, with every
-   batch-dimension tensor of the recorded arguments indexed by row -> prompt (broadcast
-   dimensions are kept), the spec hooks installed (ablation.ablated), then the final norm and
-   lm_head on the last position only.
+2. the bucket's ablated rows (prompt b, spec m) are grouped by the first layer l where their spec
+   differs from the pass they resume from; each group runs, in batches, layers l..L-1 directly on
+   the recorded inputs of layer l, with every batch-dimension tensor of the recorded arguments
+   indexed by row -> prompt (broadcast dimensions are kept), the spec hooks installed
+   (ablation.ablated), then the final norm and lm_head on the last position only.
 
 Rows keep the clean pass's padding and lengths, so a resumed row computes what a full forward of
 the same padded batch computes. In every pass the last layer's o_proj and MLP run on the last
@@ -66,6 +68,47 @@ class CleanPass:
 
 def first_layer(spec: AblationSpec) -> int | None:
     return min(layer for layer, _ in spec.heads) if spec.heads else None
+
+
+CLEAN = AblationSpec()
+
+
+def common_base(specs: Sequence[AblationSpec]) -> AblationSpec | None:
+    """The heads every spec with heads shares (same method and eps), e.g. a Sahara step's group G.
+
+    A spec G + {h} agrees with the G-ablated model below h's layer, so its rows can resume from a
+    pass with G ablated instead of a clean one. None when there is no such common part.
+    """
+    ablating = [spec for spec in specs if not spec.is_clean]
+    if not ablating or len({(spec.method, spec.eps) for spec in ablating}) != 1:
+        return None
+    shared = set(ablating[0].heads).intersection(*(set(spec.heads) for spec in ablating[1:]))
+    if not shared:
+        return None
+    return AblationSpec(tuple(sorted(shared)), ablating[0].method, ablating[0].eps)
+
+
+def assign_bases(
+    specs: Sequence[AblationSpec],
+) -> tuple[list[AblationSpec], list[tuple[int, int | None]]]:
+    """The base passes, and for every spec (base index, layer to resume at; None = the base's own result).
+
+    Base 0 is the clean model; base 1, if any, is common_base(specs).
+    """
+    bases = [CLEAN]
+    common = common_base(specs)
+    if common is not None:
+        bases.append(common)
+    plan: list[tuple[int, int | None]] = []
+    for spec in specs:
+        if spec.is_clean:
+            plan.append((0, None))
+        elif common is not None:
+            extra = AblationSpec(tuple(h for h in spec.heads if h not in set(common.heads)), spec.method, spec.eps)
+            plan.append((1, first_layer(extra)))
+        else:
+            plan.append((0, first_layer(spec)))
+    return bases, plan
 
 
 def reuse_supported(lm: LoadedModel) -> bool:
@@ -122,11 +165,19 @@ def last_layer_sliced(model: nn.Module) -> Iterator[None]:
 
 
 def clean_pass(
-    lm: LoadedModel, ids: Sequence[Sequence[int]], wanted: set[int], *, want_logprobs: bool, want_hidden: bool
+    lm: LoadedModel,
+    ids: Sequence[Sequence[int]],
+    wanted: set[int],
+    *,
+    want_logprobs: bool,
+    want_hidden: bool,
+    base: AblationSpec | None = None,
 ) -> CleanPass:
+    """The pass rows resume from: the clean model, or the model with `base` ablated in every row."""
     batch = left_pad(ids, lm.pad_token_id, lm.device)
     with (
         torch.inference_mode(),
+        ablated(lm.model, [base] * len(ids) if base is not None else []),
         capture_layer_inputs(decoder_layers(lm.model), wanted) as calls,
         capture_last_token(lm.final_norm, want_hidden) as last,
     ):
@@ -239,11 +290,12 @@ class FastEngine:
         self.cost = cost or model_cost(lm)
         self.budget = budget_bytes(memory_budget_gib, lm.device)
         self.oom_rows = 0  # after an out-of-memory split: the batch size that worked
-        self.starts = [first_layer(spec) for spec in specs]
-        self.groups: dict[int, list[int]] = {}
-        for m, start in enumerate(self.starts):
+        self.bases, self.plan = assign_bases(specs)
+        self.groups: dict[tuple[int, int], list[int]] = {}  # (base, layer) -> specs resumed there
+        for m, (base, start) in enumerate(self.plan):
             if start is not None:
-                self.groups.setdefault(start, []).append(m)
+                self.groups.setdefault((base, start), []).append(m)
+        self.used_bases = sorted({base for base, _ in self.plan})
         self.smallest_group = min((len(g) for g in self.groups.values()), default=1)
 
     def batch_rows(self, tokens: int) -> int:
@@ -254,7 +306,7 @@ class FastEngine:
         """Prompts per block: within the clean-pass cache share of the budget and the output buffer."""
         width = max(len(ids) for ids in self.prompt_ids)
         cost = self.cost
-        cache_per_prompt = (len(self.groups) + 1) * width * cost.hidden_size * cost.dtype_bytes
+        cache_per_prompt = (len(self.groups) + len(self.used_bases)) * width * cost.hidden_size * cost.dtype_bytes
         by_cache = (self.budget // CACHE_SHARE) // max(1, cache_per_prompt)
         widths = (cost.vocab_size if self.want_logprobs else 0) + (cost.hidden_size if self.want_hidden else 0)
         by_output = OUTPUT_BUFFER_BYTES // max(1, len(self.specs) * widths * 4)
@@ -305,23 +357,30 @@ class FastEngine:
         return out_lp, out_hid
 
     def run_bucket(self, prompts: list[int], bases: list[int], store) -> None:
-        """One clean pass of `prompts`, then every ablated row resumed from it; results to
+        """Per base: one pass of `prompts`, then every row resumed from it; results go to
         store(rows, logprobs, hidden) at row bases[i] + m of the block buffer."""
+        for base in self.used_bases:
+            self.run_base(base, prompts, bases, store)
+
+    def run_base(self, base: int, prompts: list[int], offsets: list[int], store) -> None:
         lm, cost, stats = self.lm, self.cost, self.stats
+        starts = {layer for b, layer in self.groups if b == base}
+        spec = self.bases[base]
         with stats.timed(lm.device), last_layer_sliced(lm.model):
             clean = clean_pass(
                 lm,
                 [self.prompt_ids[n] for n in prompts],
-                set(self.groups),
+                starts,
                 want_logprobs=self.want_logprobs,
                 want_hidden=self.want_hidden,
+                base=None if spec.is_clean else spec,
             )
             stats.record(cost, rows=len(prompts), tokens=clean.width, sliced_last_layer=True)
-        for m, start in enumerate(self.starts):
-            if start is None:
-                store([base + m for base in bases], clean.logprobs, clean.hidden)
-        for layer in sorted(self.groups):
-            pairs = [(b, m) for b in range(len(prompts)) for m in self.groups[layer]]
+        for m, (b, start) in enumerate(self.plan):
+            if b == base and start is None:
+                store([offset + m for offset in offsets], clean.logprobs, clean.hidden)
+        for layer in sorted(starts):
+            pairs = [(b, m) for b in range(len(prompts)) for m in self.groups[(base, layer)]]
 
             def run(batch: Sequence[tuple[int, int]], layer: int = layer) -> tuple[torch.Tensor | None, ...]:
                 with stats.timed(lm.device), last_layer_sliced(lm.model):
@@ -340,7 +399,7 @@ class FastEngine:
             for batch, (logprobs, hidden) in run_in_batches(
                 pairs, self.batch_rows(clean.width), run, stats, lm.device, on_split=self._shrunk
             ):
-                store([bases[b] + m for b, m in batch], logprobs, hidden)
+                store([offsets[b] + m for b, m in batch], logprobs, hidden)
 
 
 def fast_rows(

@@ -106,6 +106,35 @@ def test_fast_with_small_batches_and_one_prompt(tiny_lms, family):
     assert stats.forwards == 1 + lm.geometry.num_layers, "one clean pass, one batch per start layer"
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+def test_sahara_step_resumes_from_the_group_ablated_pass(tiny_lms, family):
+    """Specs G + {h} (a Sahara step) resume from a pass with G ablated, at h's layer."""
+    lm = tiny_lms[family]
+    ids = encode(PROMPTS, "paper", lm.tokenizer)
+    group = ((1, 2), (2, 0))
+    others = [(layer, head) for layer in range(3) for head in range(4) if (layer, head) not in group]
+    specs = [AblationSpec(), AblationSpec(group, "ua", 1e-5)] + [AblationSpec((*group, h), "ua", 1e-5) for h in others]
+    bases, plan = fast.assign_bases(specs)
+    assert bases[1] == AblationSpec(tuple(sorted(group)), "ua", 1e-5)
+    assert plan[:2] == [(0, None), (1, None)] and plan[2] == (1, 0)
+    fast_lp, fast_hid, fast_stats = run(lm, ids, specs, "fast")
+    full_lp, full_hid, full_stats = run(lm, ids, specs, "full")
+    naive_lp, _, _ = run(lm, ids[:2], specs, "naive")
+    torch.testing.assert_close(fast_lp, full_lp, atol=2e-5, rtol=0)
+    torch.testing.assert_close(fast_hid, full_hid, atol=2e-5, rtol=0)
+    torch.testing.assert_close(fast_lp[:2], naive_lp, atol=2e-5, rtol=0)
+    assert_same_ships(fast_lp, full_lp, slice(1, None))
+    assert fast_stats.layer_tokens < 0.8 * full_stats.layer_tokens  # 27 of 36 layer-runs per prompt here
+
+
+def test_common_base_needs_same_method_and_shared_heads():
+    a, b = (0, 1), (2, 3)
+    assert fast.common_base([AblationSpec((a,), "ua", 1e-5), AblationSpec((b,), "ua", 1e-5)]) is None
+    assert fast.common_base([AblationSpec((a, b), "ua", 1e-5), AblationSpec((a,), "sc", 1e-5)]) is None
+    assert fast.common_base([AblationSpec((a, b), "ua", 1e-5), AblationSpec((a,), "ua", 0.1)]) is None
+    assert fast.common_base([AblationSpec(), AblationSpec((b, a), "sc", 0.0)]) == AblationSpec((a, b), "sc", 0.0)
+
+
 def test_only_clean_specs_is_one_pass_per_bucket(tiny_lms):
     lm = tiny_lms["mistral"]
     ids = encode(PROMPTS, "paper", lm.tokenizer)
