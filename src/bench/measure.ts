@@ -1,8 +1,12 @@
 /**
  * One measured workload: a full Ships scan, or one Sahara step, run through the real job code
  * (runShips / runSearch, so pipelining and scoring are what users get) on one engine, with its
- * wall time split into sidecar compute (ForwardStats.compute_seconds), TypeScript scoring, and
- * the rest (transfer: streaming, gRPC, decoding, and any gap where the sidecar had no work).
+ * wall time split three ways:
+ * - compute: the sidecar's model work (ForwardStats.compute_seconds, summed);
+ * - scoring (exposed): time the sidecar had no request to work on while the CLI scored, i.e.
+ *   TypeScript scoring not hidden behind the next request (the pipeline's idle time);
+ * - transfer: the rest — tokenising, streaming and (de)serialising tensors on both sides, gRPC.
+ * The total TypeScript scoring time is reported too (scoring_total_s); most of it overlaps compute.
  */
 import {readFileSync} from 'node:fs'
 import {join} from 'node:path'
@@ -37,11 +41,13 @@ export interface Measurement {
   heads_x_prompts_per_s: number
   /** Sidecar model work (ForwardStats.compute_seconds, summed). */
   compute_s: number
-  /** KL / angles in TypeScript. */
+  /** TypeScript scoring the sidecar waited for (no request in flight). */
   scoring_s: number
-  /** wall - compute - scoring (at least 0): streaming, gRPC, decoding, idle gaps. */
+  /** All TypeScript scoring (KL / angles), overlapped or not. */
+  scoring_total_s: number
+  /** wall - compute - scoring (at least 0): tokenising, streaming and decoding tensors, gRPC. */
   transfer_s: number
-  /** (transfer + scoring) / wall. */
+  /** (transfer + scoring) / wall = 1 - compute / wall: the share of wall time the sidecar was not computing. */
   overhead_share: number
   flops: number
   /** flops / compute_s. */
@@ -53,7 +59,15 @@ export interface Measurement {
   without_stats: number
 }
 
-function measurement(engine: EngineName, heads: number, prompts: number, wallS: number, scoringS: number, stats: {compute_s: number; flops: number; forwards: number; rows: number; requests: number; without_stats: number}): Measurement {
+function measurement(
+  engine: EngineName,
+  heads: number,
+  prompts: number,
+  wallS: number,
+  scoring: {idle_s: number; total_s: number},
+  stats: {compute_s: number; flops: number; forwards: number; rows: number; requests: number; without_stats: number},
+): Measurement {
+  const scoringS = Math.min(scoring.idle_s, Math.max(0, wallS - stats.compute_s))
   const transfer = Math.max(0, wallS - stats.compute_s - scoringS)
   return {
     engine,
@@ -63,6 +77,7 @@ function measurement(engine: EngineName, heads: number, prompts: number, wallS: 
     heads_x_prompts_per_s: wallS > 0 ? (heads * prompts) / wallS : 0,
     compute_s: stats.compute_s,
     scoring_s: scoringS,
+    scoring_total_s: scoring.total_s,
     transfer_s: transfer,
     overhead_share: wallS > 0 ? Math.min(1, (transfer + scoringS) / wallS) : 0,
     flops: stats.flops,
@@ -109,7 +124,7 @@ export async function measureShips(work: Workload, engine: EngineName, context: 
     return row
   })
   return {
-    measurement: measurement(engine, heads, summary.n_queries, t.total_s - t.describe_s, t.kl_s, t.sidecar_stats),
+    measurement: measurement(engine, heads, summary.n_queries, t.total_s - t.describe_s, {idle_s: t.sidecar_idle_s, total_s: t.kl_s}, t.sidecar_stats),
     kl,
     ranking: summary.heads.map(formatHead),
     meanKl: new Map(summary.heads.map((h) => [formatHead(h), h.mean_kl])),
@@ -146,7 +161,7 @@ export async function measureSearchStep(work: Workload, engine: EngineName, cont
   const t = summary.timings
   const heads = summary.num_layers * summary.num_heads
   return {
-    measurement: measurement(engine, heads, summary.n_queries, t.total_s - t.describe_s, t.score_s, t.sidecar_stats),
+    measurement: measurement(engine, heads, summary.n_queries, t.total_s - t.describe_s, {idle_s: t.sidecar_idle_s, total_s: t.score_s}, t.sidecar_stats),
     chosen: formatHead(summary.steps[0].head),
     score: summary.steps[0].score,
   }

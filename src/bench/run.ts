@@ -58,7 +58,7 @@ export async function runBench(client: SidecarClient, work: Workload, outDir: st
   log('measuring the dense-matmul peak ...')
   let peak: Peak | null = null
   try {
-    const response = await client.measurePeak({})
+    const response = await client.measurePeak({minSeconds: 2})
     peak = {flops_per_second: response.flopsPerSecond, dtype: dtypeName(response.dtype), size: response.size, device: response.device, repeats: response.repeats}
     log(`  peak ${(peak.flops_per_second / 1e9).toFixed(1)} GFLOP/s (${peak.dtype}, ${peak.size}³ matmuls on ${peak.device})`)
   } catch (error) {

@@ -168,8 +168,39 @@ export function roundedTotals(t: StatsTotals): StatsTotals {
   return {...t, compute_s: Math.round(t.compute_s * 1e6) / 1e6}
 }
 
+/**
+ * Heads per request for a search step: at most `planned` (the memory plan), and split in about
+ * PIPELINE_SPLIT groups so that scoring one group (which needs all its prompts) overlaps the
+ * sidecar's work on the next — but never below PIPELINE_MIN_GROUP heads, since every request
+ * repeats the clean pass its ablations resume from (cheap next to 32+ ablated rows per prompt).
+ */
+export const PIPELINE_SPLIT = 4
+export const PIPELINE_MIN_GROUP = 32
+
+export function pipelineGroupSize(candidates: number, planned: number): number {
+  return Math.max(1, Math.min(planned, Math.max(PIPELINE_MIN_GROUP, Math.ceil(candidates / PIPELINE_SPLIT))))
+}
+
 /** Requests a job keeps at the sidecar while TypeScript scores the previous result. */
 export const PIPELINE_DEPTH = 1
+
+/**
+ * Filled by `pipelined` calls (one or many, e.g. a search's clean pass and its steps): how long
+ * the sidecar had no request of this job to work on, from the first send to `closeTrace`.
+ */
+export interface PipelineTrace {
+  idleMs: number
+  /** When the last outstanding request finished (undefined before the first send, or while busy). */
+  idleSince?: number
+}
+
+/** Count the idle time up to now (call before reporting; counting goes on until the next send). */
+export function closeTrace(trace: PipelineTrace): void {
+  if (trace.idleSince === undefined) return
+  const now = performance.now()
+  trace.idleMs += now - trace.idleSince
+  trace.idleSince = now
+}
 
 /**
  * Send `count` requests and consume their results in order, keeping up to `depth` further
@@ -177,19 +208,32 @@ export const PIPELINE_DEPTH = 1
  * request i's result is scored here. Results are consumed strictly in order (so output written
  * by `consume` is the same as sequentially); at most depth + 1 results are held at once. A
  * failing request or consume rejects; requests still in flight are then left to finish unread.
+ * With `trace`, the time no request was outstanding (the sidecar starved by this job) is added up
+ * (the last stretch when the caller ends it with `closeTrace`).
  */
 export async function pipelined<R>(
   count: number,
   send: (index: number) => Promise<R>,
   consume: (result: R, index: number) => void | Promise<void>,
   depth: number = PIPELINE_DEPTH,
+  trace?: PipelineTrace,
 ): Promise<void> {
   const inFlight: Promise<R>[] = []
   let next = 0
+  let outstanding = 0
   const launch = () => {
     while (inFlight.length <= depth && next < count) {
+      if (outstanding++ === 0 && trace) {
+        closeTrace(trace)
+        trace.idleSince = undefined
+      }
+
       const p = send(next++)
-      p.catch(() => {}) // observed when awaited; never an unhandled rejection meanwhile
+      const settle = () => {
+        if (--outstanding === 0 && trace) trace.idleSince = performance.now()
+      }
+
+      p.then(settle, settle) // observed when awaited; never an unhandled rejection meanwhile
       inFlight.push(p)
     }
   }

@@ -37,13 +37,16 @@ import {
   type EngineName,
   type EngineOptions,
   type Prefilter,
+  type PipelineTrace,
   type PrefilterSummary,
   type StatsTotals,
   addStats,
+  closeTrace,
   emptyTotals,
   engineRequest,
   formatPrefilter,
   parseEngineFields,
+  pipelineGroupSize,
   pipelined,
   prefilterHeads,
   prefilterSummary,
@@ -166,6 +169,8 @@ export interface SearchSummary {
     /** Time waited for Forward results (requests are pipelined, so sidecar work overlaps the scoring). */
     forward_s: number
     score_s: number
+    /** Time the sidecar had no request of this run to work on (the CLI was the bottleneck). */
+    sidecar_idle_s: number
     total_s: number
     engine: EngineName
     memory_budget_gib: number | 'auto'
@@ -326,6 +331,7 @@ interface Scorer {
   forwardMs: number
   scoreMs: number
   totals: StatsTotals
+  trace: PipelineTrace
 }
 
 function checkTensor(endpoint: string, name: string, tensor: {shape: number[]} | undefined, expected: number[]): void {
@@ -429,7 +435,7 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
       addStats(s.totals, result.stats)
       consume(result, r)
       waitStart = performance.now()
-    })
+    }, undefined, s.trace)
   }
 
   /** The clean model's rows of one kind (hidden or logprobs), [N, width], float32. */
@@ -450,7 +456,7 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
     return out
   }
 
-  const newScorer = (): Scorer => ({requests: 0, forwardMs: 0, scoreMs: 0, totals: emptyTotals(), score: async () => []})
+  const newScorer = (): Scorer => ({requests: 0, forwardMs: 0, scoreMs: 0, totals: emptyTotals(), trace: {idleMs: 0}, score: async () => []})
 
   const anglesScorer = async (): Promise<Scorer> => {
     const d = facts.hiddenSize
@@ -461,7 +467,9 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
     subspaceShift(base, base, options) // refuses r_main above the clean matrix's rank, before any scoring
     cleanRepresentation = cleanFacts(clean)
     s.score = async (group, candidates) => {
-      const {groupSize, promptsPerRequest} = planSearch(candidates.length, N, d, maxFloats, true)
+      const plan = planSearch(candidates.length, N, d, maxFloats, true)
+      const groupSize = pipelineGroupSize(candidates.length, plan.groupSize)
+      const promptsPerRequest = plan.promptsPerRequest
       const chunks = Math.ceil(N / promptsPerRequest)
       const batchOf = (r: number) => candidates.slice(Math.floor(r / chunks) * groupSize, (Math.floor(r / chunks) + 1) * groupSize)
       const partOf = (r: number) => prompts.slice((r % chunks) * promptsPerRequest, ((r % chunks) + 1) * promptsPerRequest)
@@ -501,7 +509,9 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
     const clean = await cleanRows('logprobs', V, s)
     const options = {smoothing: params.smoothing}
     s.score = async (group, candidates) => {
-      const {groupSize, promptsPerRequest} = planSearch(candidates.length, N, V, maxFloats, false)
+      const plan = planSearch(candidates.length, N, V, maxFloats, false)
+      const groupSize = pipelineGroupSize(candidates.length, plan.groupSize)
+      const promptsPerRequest = plan.promptsPerRequest
       const chunks = Math.ceil(N / promptsPerRequest)
       const sums = new Float64Array(candidates.length)
       const batchStart = (r: number) => Math.floor(r / chunks) * groupSize
@@ -537,7 +547,12 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
 
   const computed: number[] = []
   const summaryPath = resolve(outDir, 'summary.json')
-  const summarise = (): SearchSummary => ({
+  const summarise = (): SearchSummary => {
+    if (scorer) closeTrace(scorer.trace) // the CLI's time since the last request counts as idle
+    return summaryNow()
+  }
+
+  const summaryNow = (): SearchSummary => ({
     kind: 'search',
     model: model.name,
     model_source: modelSource,
@@ -569,6 +584,7 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
       base_s: seconds(baseMs),
       forward_s: seconds(scorer?.forwardMs ?? 0),
       score_s: seconds(scorer?.scoreMs ?? 0),
+      sidecar_idle_s: seconds(scorer?.trace.idleMs ?? 0),
       total_s: seconds(performance.now() - t0),
       engine: engineOptions.engine,
       memory_budget_gib: engineOptions.memoryBudgetGib === 0 ? 'auto' : engineOptions.memoryBudgetGib,

@@ -31,9 +31,11 @@ import {
   type EngineName,
   type EngineOptions,
   type Prefilter,
+  type PipelineTrace,
   type PrefilterSummary,
   type StatsTotals,
   addStats,
+  closeTrace,
   emptyTotals,
   engineRequest,
   parseEngineFields,
@@ -89,8 +91,10 @@ export interface ShipsTimings {
   attribute_s: number
   /** Time the scan waited for Forward results (requests are pipelined, so sidecar work overlaps the KL). */
   forward_s: number
-  /** KL and top-k in TypeScript. */
+  /** KL and top-k in TypeScript (mostly while the sidecar computes the next request). */
   kl_s: number
+  /** Time the sidecar had no request of this scan to work on (the CLI was the bottleneck). */
+  sidecar_idle_s: number
   total_s: number
   engine: EngineName
   /** GiB sent with every request; "auto" = the sidecar's own budget. */
@@ -210,6 +214,7 @@ export async function runShips(
   let forwardMs = 0
   let klMs = 0
   const totals = emptyTotals()
+  const trace: PipelineTrace = {idleMs: 0}
   const options = {smoothing: params.smoothing}
   const methodEnum = METHOD_ENUM[params.method]
   const specsOf = (group: Head[]): AblationSpec[] => [
@@ -280,7 +285,8 @@ export async function runShips(
 
     klMs += performance.now() - tk
     waitStart = performance.now()
-  })
+  }, undefined, trace)
+  closeTrace(trace)
 
   const scanned = new Set(headIndex)
   const ranked = rankHeads(perQuery, geometry, topK).filter((h) => scanned.has(h.layer * geometry.numHeads + h.head))
@@ -307,6 +313,7 @@ export async function runShips(
       attribute_s: seconds(attributeMs),
       forward_s: seconds(forwardMs),
       kl_s: seconds(klMs),
+      sidecar_idle_s: seconds(trace.idleMs),
       total_s: seconds(performance.now() - t0),
       engine: engineOptions.engine,
       memory_budget_gib: engineOptions.memoryBudgetGib === 0 ? 'auto' : engineOptions.memoryBudgetGib,

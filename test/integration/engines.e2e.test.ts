@@ -30,8 +30,8 @@ const PROMPTS = [
 ]
 
 /** Recall floors of the exact top-10 by the pre-filter's kept set (measured: docs/PERFORMANCE.md). */
-const RECALL_FLOOR_RANDOM = 0.6
-const RECALL_FLOOR_ORGANISM = 0.7
+const RECALL_FLOOR_RANDOM = 0.7 // measured 0.9 (9 of 10; 0.8 on AdvBench, 0.7 with SC)
+const RECALL_FLOOR_ORGANISM = 0.9 // measured 1.0
 
 describe.skipIf(skipIntegration)('fast and naive engines (real sidecar)', {timeout: 900_000}, () => {
   let dir: string
@@ -161,10 +161,10 @@ describe.skipIf(skipIntegration)('fast and naive engines (real sidecar)', {timeo
     return JSON.parse(result.stdout) as ShipsSummary
   }
 
-  it(`atp pre-filter: recall of the exact top-10 >= ${RECALL_FLOOR_RANDOM} on a random 4x8-head Llama (K = 16 of 32), >= ${RECALL_FLOOR_ORGANISM} on the organism (K = 10 of 16)`, async () => {
+  it(`atp pre-filter: recall of the exact top-10 >= ${RECALL_FLOOR_RANDOM} on a random 4x8-head Llama (K = 10 of 32), >= ${RECALL_FLOOR_ORGANISM} on the organism (K = 10 of 16)`, async () => {
     const random = join(dir, 'random-llama')
     await execa(python, [resolve(repoRoot, 'bench/build_random_llama.py'), random, '--layers', '4', '--hidden', '128', '--heads', '8', '--kv-heads', '8', '--intermediate', '256', '--vocab', '2000', '--tokenizer-vocab', '1000'], {cwd: repoRoot})
-    const r = await prefilterRecall(random, await sidecar(random, 'random'), 'random', 16, 'jailbreakbench', '20')
+    const r = await prefilterRecall(random, await sidecar(random, 'random'), 'random', 10, 'jailbreakbench', '20')
     expect(r.recall, JSON.stringify(r)).toBeGreaterThanOrEqual(RECALL_FLOOR_RANDOM)
 
     const organism = resolve(repoRoot, 'models/organism')

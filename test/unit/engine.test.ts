@@ -6,7 +6,7 @@ import {beforeAll, describe, expect, it} from 'vitest'
 
 import {parseEngineFlags} from '../../src/cli/ablation-flags.js'
 import {parseSweep} from '../../src/config/sweep.js'
-import {addStats, emptyTotals, engineRequest, parseMemoryBudget, parsePrefilter, pipelined, prefilterHeads} from '../../src/jobs/engine.js'
+import {type PipelineTrace, addStats, pipelineGroupSize, closeTrace, emptyTotals, engineRequest, parseMemoryBudget, parsePrefilter, pipelined, prefilterHeads} from '../../src/jobs/engine.js'
 import type {SearchParams} from '../../src/jobs/search.js'
 import type {ShipsParams} from '../../src/jobs/ships.js'
 import {formatHead} from '../../src/science/heads.js'
@@ -124,12 +124,38 @@ describe('request pipeline', () => {
     for (let i = 0; i < delays.length - 1; i++) expect(events.indexOf(`send ${i + 1}`)).toBeLessThan(events.indexOf(`consume ${i}`))
   })
 
+  it('traces the time no request was outstanding (the sidecar starved): nothing while one is in flight', async () => {
+    // depth 0: nothing is in flight while a result is consumed, so every consume (>= 20 ms timer) is idle time.
+    const trace: PipelineTrace = {idleMs: 0}
+    const wait = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
+    await pipelined(3, async (i) => i, () => wait(20), 0, trace)
+    expect(trace.idleMs).toBeGreaterThanOrEqual(2 * 19) // between sends; the last stretch once closed
+    const before = trace.idleMs
+    await wait(20)
+    closeTrace(trace)
+    expect(trace.idleMs).toBeGreaterThanOrEqual(before + 19 + 19)
+    // Never started: nothing to count.
+    const fresh: PipelineTrace = {idleMs: 0}
+    closeTrace(fresh)
+    expect(fresh.idleMs).toBe(0)
+  })
+
   it('a failing request rejects (and is not an unhandled rejection while another is consumed)', async () => {
     const send = (i: number) => (i === 1 ? Promise.reject(new Error('boom')) : Promise.resolve(i))
     const seen: number[] = []
     await expect(pipelined(3, send, (r) => void seen.push(r))).rejects.toThrow('boom')
     expect(seen).toEqual([0])
     await expect(pipelined(0, send, () => {})).resolves.toBeUndefined()
+  })
+})
+
+describe('search request groups', () => {
+  it('split big candidate sets in about 4 for pipelining, never below 32 heads or above the memory plan', () => {
+    expect(pipelineGroupSize(16, 16)).toBe(16)
+    expect(pipelineGroupSize(144, 144)).toBe(36)
+    expect(pipelineGroupSize(100, 144)).toBe(32)
+    expect(pipelineGroupSize(1024, 81)).toBe(81)
+    expect(pipelineGroupSize(5, 2)).toBe(2)
   })
 })
 
