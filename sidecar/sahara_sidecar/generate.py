@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import torch
 
 from .ablation import AblationSpec, ablated
-from .forward import row_batches
 from .loading import LoadedModel
+from .memory import run_in_batches
 from .prompts import left_pad
+from .stats import ForwardStats
 
 DEFAULT_MAX_NEW_TOKENS = 128  # the paper's setting
 
@@ -85,17 +86,25 @@ def generate(
     sampling: Sampling = GREEDY,
     max_batch_rows: int = 16,
 ) -> Iterator[Reply]:
-    """Replies in prompt order, batch by batch."""
+    """Replies in prompt order, batch by batch. A batch that runs out of memory is halved and
+    retried (memory.run_in_batches); one prompt that does not fit raises ResourceExhausted."""
     eos = eos_token_ids(lm)
     kwargs = generation_kwargs(lm, eos, max_new_tokens, sampling)
-    for rows in row_batches(len(prompt_ids), max_batch_rows):
+
+    def run(rows: Sequence[int]) -> list[Reply]:
         if sampling.top_k > 0:  # seeded per batch: other requests may run between our batches
-            torch.manual_seed(sampling.seed + rows.start)
+            torch.manual_seed((sampling.seed + rows[0]) % 2**64)
         batch = left_pad([prompt_ids[i] for i in rows], lm.pad_token_id, lm.device)
         with torch.inference_mode(), ablated(lm.model, [spec] * len(rows)):
             out = lm.model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
         width = batch.input_ids.shape[1]
+        replies = []
         for row, index in enumerate(rows):
             reply_ids, stopped = split_reply(out[row, width:].tolist(), eos)
             text = lm.tokenizer.decode(reply_ids, skip_special_tokens=True)
-            yield Reply(index=index, text=text, new_tokens=len(reply_ids), stopped_at_eos=stopped)
+            replies.append(Reply(index=index, text=text, new_tokens=len(reply_ids), stopped_at_eos=stopped))
+        return replies
+
+    stats = ForwardStats()
+    for _rows, replies in run_in_batches(range(len(prompt_ids)), max_batch_rows, run, stats, lm.device):
+        yield from replies

@@ -8,6 +8,11 @@ row that does not fit becomes RESOURCE_EXHAUSTED, anything unexpected becomes IN
 server keeps serving.
 
 Forward and Attribute streams: header, chunks, then one ForwardStats (stats.py) as the last message.
+
+Limits (Limits, set by `serve` options): request size (security.RequestGate, RESOURCE_EXHAUSTED),
+prompts and specs per request (RESOURCE_EXHAUSTED), max_new_tokens (INVALID_ARGUMENT), prompt length
+against the model's positions (INVALID_ARGUMENT); every message names the option or field to change.
+Authentication and TLS: security.py.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import math
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
+from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
@@ -32,6 +38,7 @@ from .memory import ResourceExhausted
 from .peak import measure_peak
 from .prompts import PromptError, encode
 from .protos import health_pb2, health_pb2_grpc, sahara_pb2, sahara_pb2_grpc
+from .security import MIB, RequestGate, Security, core_receive_limit
 from .stats import ForwardStats
 from .tensors import ChunkWriter, Piece
 
@@ -68,8 +75,30 @@ _DTYPES = {
 }
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for (serve's --max-* options)."""
+
+    max_request_bytes: int = 16 * MIB
+    max_prompts: int = 4096
+    max_specs: int = 16384
+    max_new_tokens: int = 2048
+
+
 class InvalidRequest(ValueError):
     """A request the client must fix; becomes INVALID_ARGUMENT with this message."""
+
+
+class TooLarge(ValueError):
+    """A request over one of the server's limits; becomes RESOURCE_EXHAUSTED with this message."""
+
+
+def check_count(field: str, count: int, limit: int, option: str) -> None:
+    if count > limit:
+        raise TooLarge(
+            f"{field}: {count:,} in one request, over this sidecar's limit of {limit:,} ({option}); "
+            f"split the work into requests of at most {limit:,} {field}, or start the sidecar with a larger {option}"
+        )
 
 
 # --- validation: proto -> sidecar types ---------------------------------------------------
@@ -119,9 +148,13 @@ def to_attribution_method(method: int) -> str:
     return _METHODS[method]
 
 
-def encode_prompts(prompts: list[str], template: int, lm: loading.LoadedModel) -> list[list[int]]:
+def encode_prompts(
+    prompts: list[str], template: int, lm: loading.LoadedModel, limits: Limits | None = None
+) -> list[list[int]]:
     if not prompts:
         raise InvalidRequest("prompts: no prompts given; send at least one")
+    if limits is not None:
+        check_count("prompts", len(prompts), limits.max_prompts, "--max-prompts")
     for i, prompt in enumerate(prompts):
         if not prompt:
             raise InvalidRequest(f"prompts[{i}] is an empty string")
@@ -129,7 +162,14 @@ def encode_prompts(prompts: list[str], template: int, lm: loading.LoadedModel) -
     limit = loading.max_positions(lm.model)
     for i, row in enumerate(ids):
         if limit and len(row) > limit:
-            raise InvalidRequest(f"prompts[{i}] has {len(row)} tokens; the model takes at most {limit} positions")
+            raise InvalidRequest(
+                f"prompts[{i}] has {len(row)} tokens; the model takes at most {limit} positions; "
+                "shorten or drop that prompt"
+            )
+        if not row:
+            raise InvalidRequest(
+                f"prompts[{i}] has no tokens after templating; give it some text or use another template"
+            )
     return ids
 
 
@@ -144,8 +184,10 @@ class AblationService(sahara_pb2_grpc.AblationServiceServicer):
         lm: loading.LoadedModel,
         default_max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
         default_memory_budget_gib: float = 0.0,
+        limits: Limits | None = None,
     ) -> None:
         self.lm = lm
+        self.limits = limits or Limits()
         self.default_max_batch_rows = default_max_batch_rows  # 0 = no cap
         self.default_memory_budget_gib = default_memory_budget_gib  # 0 = auto
         self.model_lock = threading.Lock()
@@ -177,11 +219,12 @@ class AblationService(sahara_pb2_grpc.AblationServiceServicer):
 
     def _forward(self, request: sahara_pb2.ForwardRequest) -> Iterator[sahara_pb2.ForwardResponse]:
         lm = self.lm
-        prompt_ids = encode_prompts(list(request.prompts), request.template, lm)
+        prompt_ids = encode_prompts(list(request.prompts), request.template, lm, self.limits)
         if not request.specs:
             raise InvalidRequest(
                 "specs: no ablation specs given; send at least one (a spec with no heads is the clean model)"
             )
+        check_count("specs", len(request.specs), self.limits.max_specs, "--max-specs")
         specs = [to_spec(spec, lm, f"specs[{i}]") for i, spec in enumerate(request.specs)]
         if not (request.return_logprobs or request.return_hidden):
             raise InvalidRequest("return_logprobs and return_hidden are both false; ask for at least one")
@@ -226,7 +269,7 @@ class AblationService(sahara_pb2_grpc.AblationServiceServicer):
 
     def _attribute(self, request: sahara_pb2.AttributeRequest) -> Iterator[sahara_pb2.ForwardResponse]:
         lm = self.lm
-        prompt_ids = encode_prompts(list(request.prompts), request.template, lm)
+        prompt_ids = encode_prompts(list(request.prompts), request.template, lm, self.limits)
         method = to_attribution_method(request.method)
         if not math.isfinite(request.eps):
             raise InvalidRequest(f"eps: must be a finite number, got {request.eps}")
@@ -273,8 +316,14 @@ class AblationService(sahara_pb2_grpc.AblationServiceServicer):
 
     def _generate(self, request: sahara_pb2.GenerateRequest) -> Iterator[sahara_pb2.GenerateResponse]:
         lm = self.lm
-        prompt_ids = encode_prompts(list(request.prompts), request.template, lm)
+        prompt_ids = encode_prompts(list(request.prompts), request.template, lm, self.limits)
         spec = to_spec(request.spec, lm, "spec")
+        if request.max_new_tokens > self.limits.max_new_tokens:
+            raise InvalidRequest(
+                f"max_new_tokens: {request.max_new_tokens:,} is over this sidecar's limit of "
+                f"{self.limits.max_new_tokens:,} (--max-new-tokens); ask for fewer, "
+                "or start the sidecar with a larger --max-new-tokens"
+            )
         sampling = Sampling(
             top_k=request.sampling.top_k, temperature=request.sampling.temperature or 1.0, seed=request.sampling.seed
         )
@@ -309,7 +358,7 @@ class AblationService(sahara_pb2_grpc.AblationServiceServicer):
             return work()
         except (InvalidRequest, AblationError, PromptError) as err:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-        except ResourceExhausted as err:
+        except (ResourceExhausted, TooLarge) as err:
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(err))
         except Exception as err:  # every other failure is reported, and the server goes on
             log.exception("request failed")
@@ -321,7 +370,7 @@ class AblationService(sahara_pb2_grpc.AblationServiceServicer):
             yield from work()
         except (InvalidRequest, AblationError, PromptError) as err:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-        except ResourceExhausted as err:
+        except (ResourceExhausted, TooLarge) as err:
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(err))
         except Exception as err:
             log.exception("request failed")
@@ -409,20 +458,32 @@ def build_server(
     port: int = 0,
     max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
     memory_budget_gib: float = 0.0,
+    *,
+    limits: Limits | None = None,
+    security: Security | None = None,
 ) -> tuple[grpc.Server, int, HealthService]:
-    """A started server and the port it listens on (port 0 picks a free one)."""
+    """A started server and the port it listens on (port 0 picks a free one).
+
+    TLS when `security` has a certificate; every call but health needs its token when it has one.
+    """
+    limits = limits or Limits()
+    security = security or Security()
     options = [
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", core_receive_limit(limits.max_request_bytes)),
     ]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=options)
+    gate = RequestGate(security.token, limits.max_request_bytes)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=options, interceptors=[gate])
     health = HealthService()
     sahara_pb2_grpc.add_AblationServiceServicer_to_server(
-        AblationService(lm, max_batch_rows, memory_budget_gib), server
+        AblationService(lm, max_batch_rows, memory_budget_gib, limits), server
     )
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    bound = server.add_insecure_port(address)
+    if security.tls:
+        bound = server.add_secure_port(address, security.server_credentials())
+    else:
+        bound = server.add_insecure_port(address)
     if bound == 0:
         raise OSError(f"cannot listen on {host}:{port}")
     server.start()
