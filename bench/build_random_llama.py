@@ -7,10 +7,11 @@ or, without them, on a few built-in sentences. The tokenizer's vocabulary (defau
 may be smaller than the model's (default 32000, Llama-2's): the extra rows are never produced
 by the tokenizer but are still computed and scored, as in a real model.
 
-    sidecar/.venv/bin/python bench/build_random_llama.py OUT_DIR                    # ~110M, float32
+    sidecar/.venv/bin/python bench/build_random_llama.py OUT_DIR                    # ~160M, float32
     sidecar/.venv/bin/python bench/build_random_llama.py OUT_DIR --shape 7b --dtype bfloat16
 
-Shapes: `100m` (12 layers, d 768, 12 heads, MLP 3072, vocab 32000: ~110M parameters) and `7b`
+Shapes: `100m` (12 layers, d 768, 12 heads, MLP 3072, vocab 32000: 113M parameters in the layers,
+162M with the untied embedding and output matrices) and `7b`
 (Llama-2-7b: 32 layers, d 4096, 32 heads, MLP 11008, vocab 32000: 6.74B; ~13.5 GB in bf16 and
 as much free RAM while saving). Every size can be overridden (--layers, --hidden, --heads,
 --kv-heads, --intermediate, --vocab).
