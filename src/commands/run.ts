@@ -2,10 +2,12 @@ import {Args, Flags} from '@oclif/core'
 import {join} from 'node:path'
 
 import {SaharaCommand} from '../cli/base.js'
-import {sidecarFlags, withSidecar} from '../cli/sidecar-session.js'
+import {poolFlags, withPool} from '../cli/sidecar-pool.js'
+import {sidecarFlags} from '../cli/sidecar-session.js'
 import {type Sweep, loadSweep} from '../config/sweep.js'
 import {type SweepOutcome, runSweep} from '../jobs/runner.js'
 import {JOB_KINDS} from '../jobs/registry.js'
+import {parseEndpoints} from '../orchestration/endpoints.js'
 import {asrTableMarkdown} from '../reports/sweep-summary.js'
 
 export default class Run extends SaharaCommand {
@@ -27,6 +29,7 @@ Jobs of one model share one sidecar. See configs/demo-ships.yaml for the format.
     'runs-dir': Flags.string({description: 'where run folders go', default: 'runs'}),
     'dry-run': Flags.boolean({description: 'validate and list the jobs, run nothing', default: false}),
     ...sidecarFlags,
+    ...poolFlags,
   }
 
   async run(): Promise<SweepOutcome | {sweep: string; jobs: {name: string; kind: string; model: string}[]}> {
@@ -35,6 +38,7 @@ Jobs of one model share one sidecar. See configs/demo-ships.yaml for the format.
     let sweep: Sweep
     try {
       sweep = loadSweep(args.sweep, {remoteModels: flags.endpoint !== undefined})
+      if (flags.endpoint) parseEndpoints([flags.endpoint])
     } catch (error) {
       this.fail(error)
     }
@@ -44,8 +48,9 @@ Jobs of one model share one sidecar. See configs/demo-ships.yaml for the format.
       return {sweep: sweep.name, jobs: sweep.jobs.map((j) => ({name: j.name, kind: j.kind, model: j.model.name}))}
     }
 
-    if (flags.endpoint && new Set(sweep.jobs.map((j) => j.model.source)).size > 1) {
-      this.error('--endpoint serves one model, but this sweep uses several; run without --endpoint, or split the sweep', {exit: 2})
+    const endpoints = flags.endpoint ? [flags.endpoint] : sweep.endpoints
+    if (endpoints && new Set(sweep.jobs.map((j) => j.model.source)).size > 1) {
+      this.error('endpoints serve one model, but this sweep uses several; run without endpoints, or split the sweep', {exit: 2})
     }
 
     let outcome: SweepOutcome
@@ -53,7 +58,8 @@ Jobs of one model share one sidecar. See configs/demo-ships.yaml for the format.
       outcome = await runSweep(
         sweep,
         flags['runs-dir'],
-        (job, fn) => withSidecar(job.model, {...flags, log: (m) => this.progress(m)}, fn),
+        (job, fn) =>
+          withPool(job.model, {...flags, endpoints, unitTimeoutS: flags['unit-timeout'], log: (m) => this.progress(m)}, fn),
         (m) => this.progress(m),
       )
     } catch (error) {
@@ -65,6 +71,7 @@ Jobs of one model share one sidecar. See configs/demo-ships.yaml for the format.
     }
 
     for (const table of outcome.summary.asr_tables) this.log(`\n${asrTableMarkdown(table)}\n`)
+    this.log(`work units: ${outcome.units.computed} computed, ${outcome.units.reused} reused from the store`)
     this.log(`${outcome.jobs.length} jobs written under ${outcome.dir} (summary: ${join(outcome.dir, 'summary.md')}, summary.json)`)
     return outcome
   }

@@ -21,6 +21,9 @@
  *       limit: 50                   # only the first N prompts (default: all)
  *       smoothing: 1e-12            # added to both distributions in the KL (default 1e-12; 0 = exact)
  *
+ * `endpoints: [gpu1:50051, dns:///sahara-sidecar.sahara.svc.cluster.local:50051]` runs the sweep
+ * on those sidecars (--endpoint overrides it); without, local sidecars are started per model.
+ *
  * A sweep can reuse another's jobs: a file with `extends: base.yaml` (relative to it), a `name`,
  * optionally `description` and `vars`, runs base.yaml's jobs with its vars over base.yaml's (e.g.
  * configs/paper/*.yaml: one study, one file per model).
@@ -41,6 +44,7 @@ import {dirname, resolve} from 'node:path'
 import {LineCounter, type Node, isMap, isSeq, parseDocument} from 'yaml'
 
 import {JOB_KINDS, type JobSpec} from '../jobs/registry.js'
+import {parseEndpoints} from '../orchestration/endpoints.js'
 import {ConfigError, Fields, type Source, describeNode, errorAt, pathJoin} from './fields.js'
 import {type Variables, readVars, substitute} from './variables.js'
 
@@ -50,11 +54,13 @@ export interface Sweep {
   file: string
   /** The files this sweep extends, nearest first (their jobs are this sweep's jobs). */
   extends?: string[]
+  /** Sidecars to run on (host:port or dns:///name:port); absent: local sidecars are started. */
+  endpoints?: string[]
   jobs: JobSpec[]
 }
 
-const TOP_KEYS = ['name', 'description', 'vars', 'defaults', 'jobs', 'extends'] as const
-const EXTENDING_KEYS = ['extends', 'name', 'description', 'vars'] as const
+const TOP_KEYS = ['name', 'description', 'vars', 'endpoints', 'defaults', 'jobs', 'extends'] as const
+const EXTENDING_KEYS = ['extends', 'name', 'description', 'vars', 'endpoints'] as const
 const MAX_EXTENDS_DEPTH = 8
 const NAME = /^[\w.-]+$/
 
@@ -75,7 +81,7 @@ export interface SweepOptions {
   /** Where ${NAME} values come from first (default: process.env); then `vars:`, then `:-` defaults. */
   env?: Variables
   /** Set when this file is extended by another: its name, description and vars win. */
-  extendedBy?: {file: string; name: string; description?: string; vars: Record<string, string>; depth: number}
+  extendedBy?: {file: string; name: string; description?: string; vars: Record<string, string>; endpoints?: string[]; depth: number}
 }
 
 export function parseSweep(text: string, file: string, options: SweepOptions = {}): Sweep {
@@ -97,7 +103,12 @@ export function parseSweep(text: string, file: string, options: SweepOptions = {
   substitute(source, root, (name) => env[name] ?? vars[name])
   const name = options.extendedBy?.name ?? top.string('name', {pattern: NAME, patternHint: 'use letters, digits, ".", "_" and "-" (it names the run folder)'}).value
   const description = options.extendedBy ? options.extendedBy.description : top.optionalString('description')?.value
-  if (top.has('extends')) return extendSweep(top, file, {...options, extendedBy: {file, name, description, vars, depth: options.extendedBy?.depth ?? 0}})
+  const endpoints = options.extendedBy?.endpoints ?? readEndpoints(top)
+  // jobs on served models: their names are the sidecars' business, nothing is checked locally
+  const remoteModels = options.remoteModels || endpoints !== undefined
+  if (top.has('extends')) {
+    return extendSweep(top, file, {...options, remoteModels, extendedBy: {file, name, description, vars, endpoints, depth: options.extendedBy?.depth ?? 0}})
+  }
 
   const defaultsNode = root.get('defaults', true) as Node | undefined
   if (defaultsNode !== undefined && !isMap(defaultsNode)) {
@@ -122,7 +133,7 @@ export function parseSweep(text: string, file: string, options: SweepOptions = {
     const kind = JOB_KINDS[kindName]
     fields.onlyKeys(['kind', 'name', ...kind.keys], `a ${kindName} job`)
     if (fields.has('name')) fields.string('name', {pattern: NAME, patternHint: 'use letters, digits, ".", "_" and "-"'})
-    for (const job of kind.parse(fields, {baseDir, remoteModels: options.remoteModels})) {
+    for (const job of kind.parse(fields, {baseDir, remoteModels})) {
       const previous = seen.get(job.name)
       if (previous !== undefined) {
         throw fields.error(fields.has('name') ? 'name' : 'kind', `job name ${job.name} is produced twice (also by ${previous}); give the jobs different names`)
@@ -134,7 +145,22 @@ export function parseSweep(text: string, file: string, options: SweepOptions = {
   }
 
   bindReferences(jobs)
-  return {name, description, file, jobs}
+  return {name, description, file, jobs, ...(endpoints ? {endpoints} : {})}
+}
+
+/** `endpoints: [host:port, dns:///name:port]` (or one string, comma-separated), checked now. */
+function readEndpoints(top: Fields): string[] | undefined {
+  if (!top.has('endpoints')) return undefined
+  const list = top.stringList('endpoints')
+  for (const item of list) {
+    try {
+      parseEndpoints([item.value])
+    } catch (error) {
+      throw top.errorAt(item, (error as Error).message)
+    }
+  }
+
+  return list.map((item) => item.value)
 }
 
 /**

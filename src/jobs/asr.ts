@@ -21,8 +21,8 @@ import {type HeadSelection, formatHeads, parseHeadsOption, resolveHeads} from '.
 import {type Head, HeadNameError, formatHead} from '../science/heads.js'
 import type {Verdict} from '../science/judge.js'
 import {formatPercent, modification} from '../science/params.js'
-import {type GenerateResponse, type SidecarInfo, sidecarInfo} from '../sidecar/client.js'
-import {baselineCache} from './baseline-cache.js'
+import {type Unit, singleClientWork} from '../orchestration/work.js'
+import {type SidecarInfo, sidecarInfo} from '../sidecar/client.js'
 import {located, matrixCells, parseMatrix} from './matrix.js'
 import type {JobKind, JobReference, JobSpec, ParseContext, RunContext} from './registry.js'
 import {METHOD_ENUM, type Method, TEMPLATE_ENUM, type Template, formatEps} from './ships.js'
@@ -61,6 +61,13 @@ export interface AsrParams {
   judge: JudgeName
   /** Only the first `limit` prompts. */
   limit?: number
+}
+
+/** One reply as a work unit stores it. */
+interface StoredReply {
+  text: string
+  newTokens: number
+  stoppedAtEos: boolean
 }
 
 export interface ReplyRecord {
@@ -104,7 +111,7 @@ export interface AsrSummary extends AsrResult {
   parameters: {modified: number; total: number; percent: number; percent_text: string; counted: string}
   sidecar: SidecarInfo
   generate_calls: number
-  /** reused: the clean replies came from an earlier asr job of the sweep with the same settings */
+  /** reused: the clean replies were in the store (an earlier asr job of the sweep with the same settings, or an earlier run) */
   clean_replies: 'generated' | 'reused'
   timings: {describe_s: number; generate_clean_s: number; generate_ablated_s: number; judge_s: number; total_s: number}
 }
@@ -127,44 +134,44 @@ export async function runAsr(model: ResolvedModel, params: AsrParams, context: R
       `heads ${label}, ${params.method} eps=${formatEps(params.eps)}, ${params.sampling.name}, ${params.maxNewTokens} new tokens, judge ${params.judge}`,
   )
 
+  // Generation runs as work units of up to 64 prompts, spread over the sidecars and stored as
+  // they finish. A unit's key is everything its replies depend on, with no job name in it: the
+  // clean replies (no heads) of one setting are generated once per sweep and shared by its jobs.
+  const work = context.work ?? singleClientWork(client, {name: 'asr', key: ''})
+  const modelId = model.kind === 'remote' ? facts.model : model.source
+  const sampling = {topK: params.sampling.topK, temperature: params.sampling.temperature, seed: params.sampling.topK === 0 ? 0 : params.seed}
   let calls = 0
-  const generateAll = async (ablate: Head[], what: string): Promise<{replies: GenerateResponse[]; ms: number}> => {
-    const replies: GenerateResponse[] = []
+  const generateAll = async (ablate: Head[], what: string): Promise<{replies: StoredReply[]; ms: number; computed: number}> => {
     const start = performance.now()
+    const before = work.counts.computed
+    const spec = ablate.length > 0 ? {heads: ablate, method: METHOD_ENUM[params.method], eps: params.eps} : {heads: [], method: METHOD_ENUM[params.method], eps: 1}
+    const units: Unit<StoredReply[]>[] = []
     for (let i = 0; i < prompts.length; i += MAX_PROMPTS_PER_GENERATE) {
       const chunk = prompts.slice(i, i + MAX_PROMPTS_PER_GENERATE)
-      const out = await client.generate({
-        prompts: chunk,
-        template: TEMPLATE_ENUM[params.template],
-        spec: {heads: ablate, method: METHOD_ENUM[params.method], eps: params.eps},
-        maxNewTokens: params.maxNewTokens,
-        sampling: {topK: params.sampling.topK, temperature: params.sampling.temperature, seed: params.seed},
+      const range = `prompts ${i + 1}-${i + chunk.length} of ${prompts.length}`
+      units.push({
+        id: `${what} ${range}`,
+        shared: true,
+        key: {generate: {model: modelId, dtype: facts.dtype, prompts: chunk, template: params.template, heads: ablate, method: ablate.length > 0 ? params.method : null, eps: ablate.length > 0 ? params.eps : null, maxNewTokens: params.maxNewTokens, sampling}},
+        async run(c) {
+          const out = await c.generate({prompts: chunk, template: TEMPLATE_ENUM[params.template], spec, maxNewTokens: params.maxNewTokens, sampling})
+          calls++
+          log(`  ${what}: ${range} on ${c.endpoint} (${seconds(performance.now() - t0)} s)`)
+          return out.map((r) => ({text: r.text, newTokens: r.newTokens, stoppedAtEos: r.stoppedAtEos}))
+        },
       })
-      calls++
-      replies.push(...out)
-      log(`  ${what}: prompts ${i + 1}-${i + chunk.length} of ${prompts.length} (${seconds(performance.now() - t0)} s)`)
     }
-    return {replies, ms: performance.now() - start}
+    const replies = (await work.map(units)).flat()
+    const computed = work.counts.computed - before
+    if (computed < units.length) log(`  ${what}: ${units.length - computed} of ${units.length} units reused from the store`)
+    return {replies, ms: performance.now() - start, computed}
   }
 
-  // The clean replies depend only on the prompts and the generation settings: within a sweep,
-  // the asr jobs that share them generate them once (stored under <sweep>/baselines/).
-  const cache = context.sweepDir === undefined ? undefined : baselineCache(context.sweepDir, {
-    model: model.kind === 'remote' ? facts.model : model.source,
-    prompts,
-    template: params.template,
-    maxNewTokens: params.maxNewTokens,
-    sampling: params.sampling.name,
-    seed: params.sampling.topK === 0 ? 0 : params.seed,
-  })
-  const cached = cache?.read()
-  if (cached) log(`  clean: ${cached.length} replies reused from ${cache!.path}`)
-  const clean = cached ? {replies: cached, ms: 0} : await generateAll([], 'clean')
-  if (!cached) cache?.write(clean.replies)
+  const clean = await generateAll([], 'clean')
   const ablated = heads.length > 0 ? await generateAll(heads, `ablated ${formatHeads(heads)}`) : undefined
 
   const tj = performance.now()
-  const record = (r: GenerateResponse): ReplyRecord => ({reply: r.text, new_tokens: r.newTokens, stopped_at_eos: r.stoppedAtEos, verdict: judge(r.text)})
+  const record = (r: StoredReply): ReplyRecord => ({reply: r.text, new_tokens: r.newTokens, stopped_at_eos: r.stoppedAtEos, verdict: judge(r.text)})
   const cleanRecords = clean.replies.map(record)
   const ablatedRecords = ablated?.replies.map(record)
   const rates = attackSuccess(
@@ -207,7 +214,7 @@ export async function runAsr(model: ResolvedModel, params: AsrParams, context: R
     parameters: {modified: edit.modified, total: edit.total, percent: edit.percent, percent_text: formatPercent(edit.percent), counted: edit.counted},
     sidecar: sidecarInfo(client.endpoint, facts),
     generate_calls: calls,
-    clean_replies: cached ? 'reused' : 'generated',
+    clean_replies: clean.computed === 0 ? 'reused' : 'generated',
     timings: {
       describe_s: seconds(tDescribe),
       generate_clean_s: seconds(clean.ms),

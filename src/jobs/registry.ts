@@ -5,6 +5,7 @@
  */
 import type {Fields} from '../config/fields.js'
 import type {ResolvedModel} from '../models.js'
+import type {Work} from '../orchestration/work.js'
 import type {SidecarClient} from '../sidecar/client.js'
 import {asrKind} from './asr.js'
 import {searchKind} from './search.js'
@@ -44,7 +45,13 @@ export interface JobSpec<P = unknown> {
 }
 
 export interface RunContext {
+  /** One sidecar of the pool, for calls not worth spreading or storing (ships and search still use it directly). */
   client: SidecarClient
+  /**
+   * The job's work units: spread over every sidecar of the pool, stored as they finish, reused on
+   * a re-run. Absent: units run on `client` alone, unstored (workOf).
+   */
+  work?: Work
   /** The job's own output folder (created by the runner). */
   outDir: string
   /** The sweep's folder, holding every job's folder (sweep runs only). */

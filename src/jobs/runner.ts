@@ -1,11 +1,20 @@
 /**
- * Runs a validated sweep: jobs grouped by model (one sidecar per model, started once), each job
- * into <runsDir>/<sweep>/<job>/, with the resolved plan in <runsDir>/<sweep>/sweep.json and the
- * sweep's summary (src/reports/sweep-summary.ts) in summary.json and summary.md, rewritten after
- * every job so an interrupted sweep still has one.
+ * Runs a validated sweep: jobs grouped by model (one pool of sidecars per model, started once),
+ * each job into <runsDir>/<sweep>/<job>/, with the resolved plan in <runsDir>/<sweep>/sweep.json
+ * and the sweep's summary (src/reports/sweep-summary.ts) in summary.json and summary.md,
+ * rewritten after every job so an interrupted sweep still has one.
+ *
+ * Crash-safe: every finished work unit is in <sweep>/units.jsonl (src/orchestration/store.ts)
+ * before it counts; re-running the sweep recomputes none of them. Each job's identity (kind,
+ * model, dataset contents, options) is hashed; against the previous run's sweep.json the log says
+ * which jobs are unchanged (their units are reused) and which changed (computed again).
  */
-import {mkdirSync, renameSync, writeFileSync} from 'node:fs'
+import {existsSync, mkdirSync, readFileSync, renameSync, writeFileSync} from 'node:fs'
 import {relative, resolve} from 'node:path'
+
+import type {EndpointPool} from '../orchestration/pool.js'
+import {UnitStore} from '../orchestration/store.js'
+import {Work, type WorkCounts, hashKey} from '../orchestration/work.js'
 
 import {type FinishedJob, type SweepSummary, asrTables, sweepMarkdown} from '../reports/sweep-summary.js'
 
@@ -19,6 +28,8 @@ export interface JobOutcome {
   model: string
   out: string
   result: unknown
+  /** work units found in the store vs computed by this run */
+  units: WorkCounts
 }
 
 export interface SweepOutcome {
@@ -26,6 +37,36 @@ export interface SweepOutcome {
   dir: string
   jobs: JobOutcome[]
   summary: SweepSummary
+  /** units over all jobs: reused from the store, computed now */
+  units: WorkCounts
+}
+
+/** What a job's results depend on: its kind, model and options (datasets with their prompts). */
+export function jobHash(job: JobSpec): string {
+  return hashKey({kind: job.kind, model: job.model.source, params: job.params})
+}
+
+/** Compare with the previous run's sweep.json: which jobs are unchanged, changed or new. */
+function compareWithPrevious(path: string, jobs: JobSpec[], hashes: Map<string, string>): {unchanged: string[]; changed: string[]; added: string[]} {
+  let previous = new Map<string, string>()
+  try {
+    if (existsSync(path)) {
+      const stored = JSON.parse(readFileSync(path, 'utf8')) as {jobs?: {name: string; hash?: string}[]}
+      previous = new Map((stored.jobs ?? []).flatMap((j) => (j.hash ? [[j.name, j.hash] as [string, string]] : [])))
+    }
+  } catch {
+    // an unreadable sweep.json only means nothing to compare with; the units store decides reuse
+  }
+
+  const result = {unchanged: [] as string[], changed: [] as string[], added: [] as string[]}
+  for (const job of jobs) {
+    const before = previous.get(job.name)
+    if (before === undefined) result.added.push(job.name)
+    else if (before === hashes.get(job.name)) result.unchanged.push(job.name)
+    else result.changed.push(job.name)
+  }
+
+  return result
 }
 
 /** Write via a temporary file and rename, so a reader never sees half a summary. */
@@ -49,15 +90,28 @@ export function planSweep(sweep: Sweep, runsDir: string): {dir: string; byModel:
 export async function runSweep(
   sweep: Sweep,
   runsDir: string,
-  withClient: <T>(job: JobSpec, fn: (client: SidecarClient) => Promise<T>) => Promise<T>,
+  withPool: <T>(job: JobSpec, fn: (pool: EndpointPool<SidecarClient>) => Promise<T>) => Promise<T>,
   log: (message: string) => void,
 ): Promise<SweepOutcome> {
   const {dir, byModel} = planSweep(sweep, runsDir)
   mkdirSync(dir, {recursive: true})
-  writeFileSync(
-    resolve(dir, 'sweep.json'),
-    `${JSON.stringify({name: sweep.name, file: sweep.file, jobs: sweep.jobs.map((j) => ({name: j.name, kind: j.kind, model: j.model.name}))}, null, 2)}\n`,
+  const hashes = new Map(sweep.jobs.map((j) => [j.name, jobHash(j)]))
+  const sweepJson = resolve(dir, 'sweep.json')
+  const {unchanged, changed, added} = compareWithPrevious(sweepJson, sweep.jobs, hashes)
+  if (unchanged.length + changed.length > 0) {
+    log(`resuming ${dir}: ${unchanged.length} jobs unchanged (their stored units are reused), ${changed.length} changed, ${added.length} new`)
+    for (const name of changed) log(`  changed since the last run (computed again): ${name}`)
+  }
+
+  writeAtomically(
+    sweepJson,
+    `${JSON.stringify({name: sweep.name, file: sweep.file, ...(sweep.extends ? {extends: sweep.extends} : {}), jobs: sweep.jobs.map((j) => ({name: j.name, kind: j.kind, model: j.model.name, hash: hashes.get(j.name)}))}, null, 2)}\n`,
   )
+  const store = UnitStore.open(resolve(dir, 'units.jsonl'))
+  if (store.stats.loaded > 0 || store.stats.skipped > 0) {
+    log(`units store: ${store.stats.loaded} finished units read back${store.stats.skipped ? `, ${store.stats.skipped} torn record skipped` : ''}`)
+  }
+
   const outcomes: JobOutcome[] = []
   const finished: FinishedJob[] = []
   const startedAt = new Date().toISOString()
@@ -79,20 +133,29 @@ export async function runSweep(
   }
 
   let n = 0
-  for (const jobs of byModel.values()) {
-    await withClient(jobs[0], async (client) => {
-      for (const job of jobs) {
-        n++
-        log(`[${n}/${sweep.jobs.length}] ${job.name}`)
-        const out = resolve(dir, job.name)
-        mkdirSync(out, {recursive: true})
-        const result = await JOB_KINDS[job.kind].run(job, {client, outDir: out, sweepDir: dir, log})
-        outcomes.push({name: job.name, kind: job.kind, model: job.model.name, out, result})
-        finished.push({spec: job, out: relative(dir, out), result, headline: JOB_KINDS[job.kind].headline?.(result) ?? 'done'})
-        summarise()
-      }
-    })
+  const total: WorkCounts = {reused: 0, computed: 0}
+  try {
+    for (const jobs of byModel.values()) {
+      await withPool(jobs[0], async (pool) => {
+        for (const job of jobs) {
+          n++
+          log(`[${n}/${sweep.jobs.length}] ${job.name}`)
+          const out = resolve(dir, job.name)
+          mkdirSync(out, {recursive: true})
+          const work = new Work(pool, {name: job.name, key: hashes.get(job.name)!}, store)
+          const result = await JOB_KINDS[job.kind].run(job, {client: pool.anyClient, work, outDir: out, sweepDir: dir, log})
+          total.reused += work.counts.reused
+          total.computed += work.counts.computed
+          outcomes.push({name: job.name, kind: job.kind, model: job.model.name, out, result, units: {...work.counts}})
+          finished.push({spec: job, out: relative(dir, out), result, headline: JOB_KINDS[job.kind].headline?.(result) ?? 'done'})
+          summarise()
+        }
+      })
+    }
+  } finally {
+    store.close()
   }
 
-  return {sweep: sweep.name, dir, jobs: outcomes, summary: summarise()}
+  log(`work units: ${total.computed} computed, ${total.reused} reused from ${resolve(dir, 'units.jsonl')}`)
+  return {sweep: sweep.name, dir, jobs: outcomes, summary: summarise(), units: total}
 }

@@ -23,6 +23,8 @@ export interface PoolOptions {
   concurrency?: number
   /** How often a dropped endpoint is checked again (ms, default 2000). */
   recheckMs?: number
+  /** How often the endpoints in use are health-checked during a run (ms, default 10000). */
+  monitorMs?: number
   /** How long to wait for an endpoint when none is left (ms, default 30000). */
   giveUpAfterMs?: number
   /** Host failures one unit may see before the run fails (default 5): a unit that kills every host is not retried forever. */
@@ -69,6 +71,11 @@ export class EndpointPool<C> {
     this.recheckMs = options.recheckMs ?? 2000
     this.giveUpAfterMs = options.giveUpAfterMs ?? 30_000
     this.maxAttempts = options.maxAttempts ?? 5
+  }
+
+  /** The first endpoint serving now (for one-off calls). */
+  get anyClient(): C {
+    return (this.states.find((s) => s.up) ?? this.states[0]).endpoint.client
   }
 
   /** Units finished per endpoint so far. */
@@ -135,6 +142,25 @@ export class EndpointPool<C> {
     const results: R[] = Array.from({length: tasks.length})
     const queue = tasks.map((_, i) => i)
     const attempts = new Array<number>(tasks.length).fill(0)
+    // endpoints in use are health-checked now and then: one that stops serving gets no new units
+    const monitor = setInterval(() => {
+      for (const state of this.states.filter((s) => s.up)) void this.check(state)
+    }, this.options.monitorMs ?? 10_000)
+    monitor.unref()
+    try {
+      return await this.schedule(tasks, results, queue, attempts, onResult)
+    } finally {
+      clearInterval(monitor)
+    }
+  }
+
+  private async schedule<R>(
+    tasks: Task<C, R>[],
+    results: R[],
+    queue: number[],
+    attempts: number[],
+    onResult: ((index: number, result: R) => void) | undefined,
+  ): Promise<R[]> {
     let remaining = tasks.length
     let failure: unknown
     let noneSince: number | undefined

@@ -10,7 +10,7 @@
 import {createHash} from 'node:crypto'
 
 import type {SidecarClient} from '../sidecar/client.js'
-import type {EndpointPool} from './pool.js'
+import {EndpointPool} from './pool.js'
 import type {UnitStore} from './store.js'
 
 export interface Unit<R> {
@@ -18,6 +18,8 @@ export interface Unit<R> {
   id: string
   /** Everything the result depends on beyond the job's identity (JSON-serialisable). */
   key: unknown
+  /** The key alone says everything the result depends on: jobs with the same unit share it. */
+  shared?: boolean
   /** The result must be a JSON value (plain arrays, not typed arrays): it is stored as JSON. */
   run(client: SidecarClient, endpoint: string): Promise<R>
 }
@@ -45,7 +47,7 @@ export class Work {
 
   /** Run the units not stored yet across the pool; every result, stored or new, in unit order. */
   async map<R>(units: readonly Unit<R>[]): Promise<R[]> {
-    const keys = units.map((u) => hashKey([this.job.key, u.key]))
+    const keys = units.map((u) => hashKey(u.shared ? ['shared', u.key] : [this.job.key, u.key]))
     const results: (R | undefined)[] = keys.map((k) => this.store?.get(k)?.result as R | undefined)
     const missing = units.flatMap((u, i) => (results[i] === undefined ? [i] : []))
     this.counts.reused += units.length - missing.length
@@ -67,4 +69,10 @@ export class Work {
     const [result] = await this.pool.run([fn])
     return result
   }
+}
+
+/** Work on one client, unstored: for a single command run against one sidecar. */
+export function singleClientWork(client: SidecarClient, job: {name: string; key: string}): Work {
+  const pool = new EndpointPool([{id: client.endpoint, client, healthy: async () => (await client.healthCheck()) === 'SERVING'}], {isHostFailure: () => false})
+  return new Work(pool, job)
 }

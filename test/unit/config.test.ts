@@ -86,7 +86,7 @@ describe('valid sweeps', () => {
 
 describe('errors say file:line:col, the field and what is wrong', () => {
   const cases: [string, string, string][] = [
-    ['unknown top-level key', 'name: t\njobz: []\n', ':2:1: jobz: unknown key "jobz" for a sweep (allowed: name, description, vars, defaults, jobs, extends)'],
+    ['unknown top-level key', 'name: t\njobz: []\n', ':2:1: jobz: unknown key "jobz" for a sweep (allowed: name, description, vars, endpoints, defaults, jobs, extends)'],
     [
       'unknown job key',
       'name: t\njobs:\n  - kind: ships\n    topk: 3\n    matrix: {model: ./tiny, dataset: prompts.txt}\n',
