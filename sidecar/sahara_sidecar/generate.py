@@ -11,6 +11,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper
 
 from .ablation import AblationSpec, ablated
 from .loading import LoadedModel
@@ -19,6 +20,16 @@ from .prompts import left_pad
 from .stats import ForwardStats
 
 DEFAULT_MAX_NEW_TOKENS = 128  # the paper's setting
+
+
+class FiniteScores(LogitsProcessor):
+    """After the temperature when sampling: NaN and +inf scores (an extreme eps overflows the logits,
+    a tiny temperature the scaled ones) become the dtype's min and max, so sampling never fails on
+    them. The identity on finite scores and on -inf."""
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        info = torch.finfo(scores.dtype)
+        return torch.nan_to_num(scores, nan=info.min, posinf=info.max, neginf=float("-inf"))
 
 
 @dataclass(frozen=True)
@@ -63,7 +74,11 @@ def generation_kwargs(lm: LoadedModel, eos: set[int], max_new_tokens: int, sampl
         "use_cache": True,
     }
     if sampling.top_k > 0:
-        kwargs.update(do_sample=True, top_k=sampling.top_k, temperature=sampling.temperature or 1.0, top_p=1.0)
+        # The temperature is applied here rather than by generate, so that FiniteScores can follow it
+        # (custom processors run before generate's own warpers); top-k still comes after both.
+        temperature = TemperatureLogitsWarper(sampling.temperature or 1.0)
+        kwargs.update(do_sample=True, top_k=sampling.top_k, temperature=1.0, top_p=1.0)
+        kwargs["logits_processor"] = LogitsProcessorList([temperature, FiniteScores()])
     else:
         kwargs.update(do_sample=False, top_k=None, temperature=None, top_p=None)
     return kwargs
