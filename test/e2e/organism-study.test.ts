@@ -5,11 +5,12 @@
  * average (R = 5). The sweep's summary.json / summary.md carry the Table-3 rows this reads.
  * configs/demo.yaml is the full study (S = 1..5, Ships top-k, SC beside UA).
  */
-import {existsSync, mkdtempSync, readFileSync, writeFileSync} from 'node:fs'
+import {mkdtempSync, readFileSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {describe, expect, it} from 'vitest'
 
+import type {AsrSummary} from '../../src/jobs/asr.js'
 import type {SweepSummary} from '../../src/reports/sweep-summary.js'
 import {cli, skipIntegration} from '../helpers.js'
 
@@ -63,7 +64,9 @@ describe.skipIf(skipIntegration)('organism: the Sahara group vs random heads, as
 
     const markdown = readFileSync(join(dir, 'runs', 'study', 'summary.md'), 'utf8')
     expect(markdown).toContain(`| sahara (Sahara group) | 3 | ${row.heads.join(',')} |`)
-    // the clean replies were generated once and reused by the other asr jobs
-    expect(existsSync(join(dir, 'runs', 'study', 'baselines'))).toBe(true)
+    // the clean replies were generated once (by the first asr job) and reused by the other five
+    const asrJobs = summary.jobs.filter((j) => j.kind === 'asr')
+    const clean = asrJobs.map((j) => (JSON.parse(readFileSync(join(dir, 'runs', 'study', j.out, 'summary.json'), 'utf8')) as AsrSummary).clean_replies)
+    expect(clean).toEqual(['generated', 'reused', 'reused', 'reused', 'reused', 'reused'])
   })
 })
