@@ -10,6 +10,7 @@ import {DatasetError} from '../data/datasets.js'
 import {ModelError} from '../models.js'
 import {HeadNameError} from '../science/heads.js'
 import {SidecarError} from '../sidecar/client.js'
+import {CredentialsError} from '../sidecar/credentials.js'
 import {SidecarStartError} from '../sidecar/process.js'
 
 export const EXIT_USAGE = 2
@@ -35,7 +36,7 @@ export abstract class SaharaCommand extends Command {
   }
 
   protected fail(error: unknown): never {
-    const usage = error instanceof ConfigError || error instanceof DatasetError || error instanceof ModelError || error instanceof HeadNameError
+    const usage = error instanceof ConfigError || error instanceof DatasetError || error instanceof ModelError || error instanceof HeadNameError || error instanceof CredentialsError
     if (usage) this.error(error.message, {exit: EXIT_USAGE})
     if (error instanceof SidecarError || error instanceof SidecarStartError) this.error(error.message, {exit: EXIT_FAILURE})
     throw error

@@ -6,7 +6,7 @@
  * has a deadline, and gRPC errors become SidecarErrors that say the status code name and the
  * server's message.
  */
-import {type ClientReadableStream, Metadata, type ServiceError, credentials, status as GrpcStatus} from '@grpc/grpc-js'
+import {type ClientReadableStream, Metadata, type ServiceError, status as GrpcStatus} from '@grpc/grpc-js'
 import {endianness} from 'node:os'
 
 import {HealthCheckResponse_ServingStatus, HealthClient} from '../gen/grpc/health/v1/health.js'
@@ -26,6 +26,7 @@ import {
   type MeasurePeakResponse,
   type TensorHeader,
 } from '../gen/sahara/v1/sahara.js'
+import {type SidecarCredentials, grpcCredentials} from './credentials.js'
 
 export {AblationMethod, DType, Engine, PromptTemplate} from '../gen/sahara/v1/sahara.js'
 export type {
@@ -70,6 +71,8 @@ export interface ClientOptions {
   unaryDeadlineMs?: number
   /** Deadline for one whole Forward or Generate stream (ms). */
   streamDeadlineMs?: number
+  /** TLS and the bearer token (src/sidecar/credentials.ts); plaintext without a token when absent. */
+  credentials?: SidecarCredentials
 }
 
 const ITEM_SIZE: Partial<Record<DType, number>> = {[DType.DTYPE_FLOAT32]: 4, [DType.DTYPE_FLOAT64]: 8}
@@ -220,9 +223,10 @@ export class SidecarClient {
     readonly endpoint: string,
     options: ClientOptions = {},
   ) {
-    const channelOptions = {'grpc.max_receive_message_length': 64 * 1024 * 1024}
-    this.service = new AblationServiceClient(endpoint, credentials.createInsecure(), channelOptions)
-    this.health = new HealthClient(endpoint, credentials.createInsecure(), channelOptions)
+    const {channel, options: secured} = grpcCredentials(options.credentials)
+    const channelOptions = {'grpc.max_receive_message_length': 64 * 1024 * 1024, ...secured}
+    this.service = new AblationServiceClient(endpoint, channel, channelOptions)
+    this.health = new HealthClient(endpoint, channel, channelOptions)
     this.unaryDeadlineMs = options.unaryDeadlineMs ?? 60_000
     this.streamDeadlineMs = options.streamDeadlineMs ?? 6 * 60 * 60_000
   }

@@ -27,6 +27,11 @@ export interface SidecarOptions {
   startTimeoutMs?: number
   /** Called with each stderr line of an attached sidecar (e.g. to forward logs with --verbose). */
   onLog?: (line: string) => void
+  /**
+   * The bearer token the sidecar requires (given to it as SAHARA_TOKEN, never as an argument).
+   * Without one, no token is required: SAHARA_TOKEN and SAHARA_TOKEN_FILE are not passed on.
+   */
+  token?: string
 }
 
 export interface ListeningEvent {
@@ -50,6 +55,11 @@ export function serveArgs(options: SidecarOptions): string[] {
   if (options.device) args.push('--device', options.device)
   if (options.dtype) args.push('--dtype', options.dtype)
   return args
+}
+
+/** The sidecar's environment on top of ours: the token as SAHARA_TOKEN, or none at all. */
+export function sidecarEnv(options: SidecarOptions): Record<string, string | undefined> {
+  return {PYTHONUNBUFFERED: '1', SAHARA_TOKEN: options.token, SAHARA_TOKEN_FILE: undefined}
 }
 
 function checkInterpreter(python: string): void {
@@ -118,7 +128,7 @@ export async function startSidecar(options: SidecarOptions): Promise<RunningSide
     stderr: 'pipe',
     reject: false,
     cleanup: true,
-    env: {PYTHONUNBUFFERED: '1'},
+    env: sidecarEnv(options),
   })
   const stderr = new Tail()
   child.stderr?.on('data', (data: Buffer) => stderr.push(data.toString('utf8'), options.onLog))
@@ -250,7 +260,7 @@ export async function startDetached(options: SidecarOptions & {stateDir: string}
     stdout: out as 3,
     stderr: err as 3,
     reject: false,
-    env: {PYTHONUNBUFFERED: '1'},
+    env: sidecarEnv(options),
   })
   closeSync(out)
   closeSync(err)

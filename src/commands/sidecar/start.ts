@@ -3,6 +3,7 @@ import {Flags} from '@oclif/core'
 import {SaharaCommand} from '../../cli/base.js'
 import {resolveModel} from '../../models.js'
 import {defaultStateDir} from '../../paths.js'
+import {loadToken} from '../../sidecar/credentials.js'
 import {type SidecarState, startDetached} from '../../sidecar/process.js'
 
 export default class SidecarStart extends SaharaCommand {
@@ -20,6 +21,10 @@ Other commands use it with --endpoint 127.0.0.1:<port>; \`sahara sidecar stop\` 
     device: Flags.string({description: 'device (auto: cuda when available)', options: ['auto', 'cpu', 'cuda']}),
     dtype: Flags.string({description: 'weights dtype', options: ['auto', 'float32', 'bfloat16', 'float16']}),
     'state-dir': Flags.string({description: 'where the state file and logs go', default: defaultStateDir}),
+    'token-file': Flags.string({
+      description: 'require this bearer token on every call (else SAHARA_TOKEN_FILE or SAHARA_TOKEN when set; clients send the same)',
+      helpValue: 'PATH',
+    }),
   }
 
   async run(): Promise<SidecarState & {endpoint: string}> {
@@ -28,10 +33,12 @@ Other commands use it with --endpoint 127.0.0.1:<port>; \`sahara sidecar stop\` 
     try {
       const model = resolveModel(flags.model)
       this.progress(`starting a sidecar for ${model.name} ...`)
-      const state = await startDetached({model: model.source, device: flags.device, dtype: flags.dtype, port: flags.port, stateDir: flags['state-dir']})
+      const token = loadToken(flags['token-file'])
+      const state = await startDetached({model: model.source, device: flags.device, dtype: flags.dtype, port: flags.port, stateDir: flags['state-dir'], token})
       const endpoint = `${state.host}:${state.port}`
       this.log(`sidecar running: pid ${state.pid}, endpoint ${endpoint}, model ${state.model}`)
       this.log(`log: ${state.log}`)
+      if (token !== undefined) this.log('every call but health needs the token (clients: SAHARA_TOKEN or --token-file)')
       return {...state, endpoint}
     } catch (error) {
       this.fail(error)
