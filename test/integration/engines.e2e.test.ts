@@ -168,7 +168,23 @@ describe.skipIf(skipIntegration)('fast and naive engines (real sidecar)', {timeo
     expect(r.recall, JSON.stringify(r)).toBeGreaterThanOrEqual(RECALL_FLOOR_RANDOM)
 
     const organism = resolve(repoRoot, 'models/organism')
-    const o = await prefilterRecall(organism, await sidecar(organism, 'organism'), 'organism', 10, 'jailbreakbench')
+    const organismEndpoint = await sidecar(organism, 'organism')
+    const o = await prefilterRecall(organism, organismEndpoint, 'organism', 10, 'jailbreakbench')
     expect(o.recall, JSON.stringify(o)).toBeGreaterThanOrEqual(RECALL_FLOOR_ORGANISM)
+
+    // search --prefilter: ranked once on the clean model; every step chooses among the K kept heads.
+    const out = join(dir, 'organism-search-atp4')
+    const args = (steps: number) => ['search', '--model', organism, '--dataset', 'jailbreakbench', '--steps', String(steps), '--score', 'kl', '--out', out, '--endpoint', organismEndpoint]
+    const search = await cli([...args(2), '--prefilter', 'atp:4', '--json'])
+    expect(search.exitCode, search.stderr).toBe(0)
+    const summary = JSON.parse(search.stdout) as SearchSummary
+    expect(summary.prefilter?.scored).toHaveLength(4)
+    expect(summary.group.map(formatHead)).toEqual(['L1H2', 'L2H0']) // the planted heads, as without a pre-filter
+    const steps = readFileSync(join(out, 'search.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as {scores: unknown[]; settings: {prefilter: string}})
+    expect(steps.map((l) => [l.scores.length, l.settings.prefilter])).toEqual([[4, 'atp:4'], [3, 'atp:4']])
+    // The pre-filter is a stored setting: continuing with another one is refused.
+    const other = await cli([...args(3), '--prefilter', 'atp:5'])
+    expect(other.exitCode).toBe(2)
+    expect(other.stderr).toContain('holds steps made with prefilter = "atp:4", but this run has prefilter = "atp:5"')
   })
 })
