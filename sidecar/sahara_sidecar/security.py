@@ -9,7 +9,7 @@
   Health is exempt so that Docker and Kubernetes probes work without the secret; it tells an
   unauthenticated caller only whether the server is up.
 - Listening: on anything but a loopback address (127.0.0.0/8, ::1, localhost) the sidecar needs
-  both TLS and a token, unless --insecure says the network is trusted.
+  both TLS and a token of at least 16 characters, unless --insecure says the network is trusted.
 - Request gate (RequestGate, a server interceptor): the token; then a request over the size limit
   becomes RESOURCE_EXHAUSTED and bytes that are not a valid message INVALID_ARGUMENT, both with
   a message saying what to change, before the servicer sees anything.
@@ -135,6 +135,11 @@ def configure(
             missing.append("TLS (--tls-cert and --tls-key)")
         if security.token is None:
             missing.append(f"a token ({TOKEN_ENV}, {TOKEN_FILE_ENV} or --token-file)")
+        if security.token is not None and len(security.token) < MIN_TOKEN_CHARS:
+            raise SecurityError(
+                f"the token has {len(security.token)} characters; off loopback use at least {MIN_TOKEN_CHARS} "
+                "(e.g. `openssl rand -hex 32`)"
+            )
         if missing:
             raise SecurityError(
                 f"refusing to listen on {host}, which is not a loopback address, without "

@@ -129,6 +129,9 @@ def test_configure_refuses_non_loopback_without_tls_and_token(pki):
     with pytest.raises(SecurityError, match=r"without TLS \(--tls-cert and --tls-key\); add it"):
         configure("0.0.0.0", **options, env={"SAHARA_TOKEN": TOKEN})
     assert configure("0.0.0.0", **tls, env={"SAHARA_TOKEN": TOKEN}).tls
+    with pytest.raises(SecurityError, match="the token has 10 characters; off loopback use at least 16"):
+        configure("0.0.0.0", **tls, env={"SAHARA_TOKEN": "REPLACE_ME"})  # e.g. a placeholder left in a Secret
+    assert configure("127.0.0.1", **options, env={"SAHARA_TOKEN": "short"}).token == "short"
     assert configure("0.0.0.0", **{**options, "insecure": True}, env={}).token is None
     assert configure("127.0.0.1", **options, env={}) == Security()
     with pytest.raises(SecurityError, match="both --tls-cert and --tls-key"):
