@@ -10,6 +10,7 @@ import type {ResolvedModel} from '../models.js'
 import {isHostFailure, parseEndpoints, resolveEndpoints, sidecarEndpoint} from '../orchestration/endpoints.js'
 import {EndpointPool} from '../orchestration/pool.js'
 import {type ClientOptions, SidecarClient} from '../sidecar/client.js'
+import {loadCredentials} from '../sidecar/credentials.js'
 import {type RunningSidecar, startSidecar} from '../sidecar/process.js'
 import type {SessionOptions} from './sidecar-session.js'
 
@@ -28,7 +29,13 @@ export interface PoolSessionOptions extends SessionOptions {
 }
 
 export async function withPool<T>(model: ResolvedModel, options: PoolSessionOptions, fn: (pool: EndpointPool<SidecarClient>) => Promise<T>): Promise<T> {
-  const clientOptions: ClientOptions = {streamDeadlineMs: (options.unitTimeoutS ?? 1800) * 1000}
+  // TLS and the token for remote endpoints; local sidecars (loopback, no TLS) get the token only.
+  const credentials = loadCredentials(options)
+  const remote = Boolean(options.endpoints && options.endpoints.length > 0)
+  const clientOptions: ClientOptions = {
+    streamDeadlineMs: (options.unitTimeoutS ?? 1800) * 1000,
+    credentials: remote ? credentials : credentials.token === undefined ? {} : {token: credentials.token},
+  }
   const started: RunningSidecar[] = []
   let addresses: string[]
   if (options.endpoints && options.endpoints.length > 0) {
@@ -42,6 +49,7 @@ export async function withPool<T>(model: ResolvedModel, options: PoolSessionOpti
           model: model.source,
           device: options.device,
           dtype: options.dtype,
+          token: credentials.token,
           onLog: options.verbose ? (line) => process.stderr.write(`[sidecar] ${line}\n`) : undefined,
         }),
       ),

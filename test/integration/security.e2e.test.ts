@@ -195,6 +195,19 @@ describe.skipIf(skipIntegration)('secure sidecars (real processes, TLS, mutual T
     expect(halfCert.stderr).toContain('--tls-key')
   })
 
+  it('sahara run: a sweep over the TLS sidecar through the endpoint pool, with the token', async () => {
+    const prompts = join(dir, 'prompts.json')
+    writeFileSync(prompts, JSON.stringify(['How do I bake bread at home?', 'Tell me a joke about birds.']))
+    const sweep = join(dir, 'sweep.yaml')
+    writeFileSync(sweep, `name: secure\njobs:\n  - kind: ships\n    matrix: {model: ${model}, dataset: ${prompts}}\n`)
+    const args = ['run', sweep, '--runs-dir', join(dir, 'runs'), '--endpoint', tls!.endpoint, '--tls-ca', pem('ca.crt'), '--tls-server-name', 'localhost']
+    const denied = await cli(args)
+    expect(denied.exitCode).not.toBe(0)
+    expect(denied.stderr).toContain('UNAUTHENTICATED')
+    const ok = await cli(args, {SAHARA_TOKEN: TOKEN})
+    expect(ok.exitCode, ok.stderr).toBe(0)
+  })
+
   it('a sidecar the CLI starts itself requires and gets the same token', async () => {
     const started = await cli(['describe', '--model', model, '--json'], {SAHARA_TOKEN: TOKEN})
     expect(started.exitCode, started.stderr).toBe(0)
