@@ -194,6 +194,30 @@ export interface PipelineTrace {
   idleSince?: number
 }
 
+/**
+ * Wrap calls so that `trace` counts the time none of them was outstanding (the sidecar had no
+ * request of this job), however many run at once.
+ */
+export function outstandingTracker(trace: PipelineTrace): <R>(call: () => Promise<R>) => Promise<R> {
+  let outstanding = 0
+  return async (call) => {
+    if (outstanding++ === 0) {
+      closeTrace(trace)
+      trace.idleSince = undefined
+    }
+
+    try {
+      return await call()
+    } finally {
+      if (--outstanding === 0) trace.idleSince = performance.now()
+    }
+  }
+}
+
+/** JSON has no Infinity or NaN: such a float is stored as its string and read back as a number. */
+export const encodeFloat = (x: number): number | string => (Number.isFinite(x) ? x : String(x))
+export const decodeFloat = (x: number | string): number => (typeof x === 'string' ? Number(x) : x)
+
 /** Count the idle time up to now (call before reporting; counting goes on until the next send). */
 export function closeTrace(trace: PipelineTrace): void {
   if (trace.idleSince === undefined) return

@@ -8,14 +8,15 @@
  * ranking (src/science/ships.ts). Output: OUT/ships.jsonl (one line per query) and
  * OUT/summary.json (also the job's result).
  *
- * Every request names the engine and memory budget (src/jobs/engine.ts); requests are pipelined
- * (the next one is at the sidecar while this one's KL is computed), results consumed in order,
- * so ships.jsonl grows chunk by chunk exactly as before. With a pre-filter (`atp:K`) one
+ * Every request names the engine and memory budget (src/jobs/engine.ts). Requests are work units
+ * (src/orchestration/work.ts): spread over the sidecars of the pool, several in flight per
+ * sidecar (the next one computes while this one's KL is computed here), each unit's KLs stored
+ * as it finishes and reused by a re-run; ships.jsonl is written from them in prompt order. With a pre-filter (`atp:K`) one
  * Attribute call ranks all heads by a first-order estimate and only the top K are scanned: the
  * others get no KL, the per-query top-k and the ranking are over the scanned heads, and the
  * summary lists them (`prefilter.scored`).
  */
-import {appendFileSync, mkdirSync, writeFileSync} from 'node:fs'
+import {mkdirSync, writeFileSync} from 'node:fs'
 import {resolve} from 'node:path'
 
 import type {Fields} from '../config/fields.js'
@@ -24,7 +25,8 @@ import type {ResolvedModel} from '../models.js'
 import {type Head, allHeads, formatHead} from '../science/heads.js'
 import {DEFAULT_SMOOTHING, klAgainstClean} from '../science/kl.js'
 import {type HeadKl, type RankedHead, rankHeads, topKHeads} from '../science/ships.js'
-import {AblationMethod, type AblationSpec, type ForwardResult, PromptTemplate, type SidecarInfo, sidecarInfo} from '../sidecar/client.js'
+import {type Unit, singleClientWork} from '../orchestration/work.js'
+import {AblationMethod, type AblationSpec, PromptTemplate, type SidecarInfo, sidecarInfo} from '../sidecar/client.js'
 import {
   DEFAULT_ENGINE,
   ENGINE_KEYS,
@@ -36,10 +38,12 @@ import {
   type StatsTotals,
   addStats,
   closeTrace,
+  decodeFloat,
   emptyTotals,
+  encodeFloat,
   engineRequest,
+  outstandingTracker,
   parseEngineFields,
-  pipelined,
   prefilterHeads,
   prefilterSummary,
   roundedTotals,
@@ -85,6 +89,12 @@ export interface ShipsParams {
 }
 
 /** Where a job's time went. */
+/** What one unit stores: per prompt of its chunk, the KL of each head of its group (JSON-safe). */
+interface ShipsUnit {
+  kl: (number | string)[][]
+  promptTokens: number[]
+}
+
 export interface ShipsTimings {
   describe_s: number
   /** The pre-filter's Attribute call (0 without one). */
@@ -209,12 +219,11 @@ export async function runShips(
 
   mkdirSync(outDir, {recursive: true})
   const jsonlPath = resolve(outDir, 'ships.jsonl')
-  writeFileSync(jsonlPath, '')
-  const perQuery: Float64Array[] = []
   let forwardMs = 0
   let klMs = 0
   const totals = emptyTotals()
   const trace: PipelineTrace = {idleMs: 0}
+  const tracked = outstandingTracker(trace)
   const options = {smoothing: params.smoothing}
   const methodEnum = METHOD_ENUM[params.method]
   const specsOf = (group: Head[]): AblationSpec[] => [
@@ -222,71 +231,87 @@ export async function runShips(
     ...group.map((h) => ({heads: [h], method: methodEnum, eps: params.eps})),
   ]
 
-  // Request r covers prompt chunk floor(r / groups) and head group r % groups.
+  // Unit r covers prompt chunk floor(r / groups) and head group r % groups: one Forward, its KLs
+  // computed as it arrives (while the sidecars work on the next units), stored as they finish.
   const groups = plan.headGroups.length
   const groupOffset = plan.headGroups.map((_, g) => plan.headGroups.slice(0, g).reduce((n, x) => n + x.length, 0))
   const chunkOf = (c: number) => prompts.slice(c * plan.promptsPerRequest, (c + 1) * plan.promptsPerRequest)
-  let kl: Float64Array[] = []
-  let promptTokens: number[] = []
-  const send = (r: number): Promise<ForwardResult> =>
-    client.forward({
-      prompts: chunkOf(Math.floor(r / groups)),
-      template: TEMPLATE_ENUM[params.template],
-      specs: specsOf(plan.headGroups[r % groups]),
-      returnLogprobs: true,
-      ...engineRequest(engineOptions),
-    })
-
-  let waitStart = performance.now()
-  await pipelined(nRequests, (r) => send(r), (result, r) => {
-    forwardMs += performance.now() - waitStart
+  const work = context.work ?? singleClientWork(client, {name: 'ships', key: ''})
+  const modelId = model.kind === 'remote' ? facts.model : model.source
+  let done = 0
+  const units: Unit<ShipsUnit>[] = Array.from({length: nRequests}, (_, r) => {
     const c = Math.floor(r / groups)
-    const g = r % groups
-    const start = c * plan.promptsPerRequest
+    const group = plan.headGroups[r % groups]
     const chunk = chunkOf(c)
-    const group = plan.headGroups[g]
-    addStats(totals, result.stats)
-    if (g === 0) {
-      kl = chunk.map(() => new Float64Array(allOfThem.length).fill(prefilter ? Number.NEGATIVE_INFINITY : 0))
-      promptTokens = result.promptTokens
-    }
-
-    const nSpecs = group.length + 1
-    const logprobs = result.tensors.get('logprobs')
-    const expected = [chunk.length, nSpecs, facts.vocabSize]
-    if (!logprobs || logprobs.shape.join(',') !== expected.join(',')) {
-      throw new Error(
-        `Forward on ${client.endpoint}: expected tensor logprobs of shape [${expected.join(', ')}], got ${logprobs ? `[${logprobs.shape.join(', ')}]` : 'none'}`,
-      )
-    }
-
-    const tk = performance.now()
-    const rowFloats = nSpecs * facts.vocabSize
-    for (let q = 0; q < chunk.length; q++) {
-      const block = logprobs.data.subarray(q * rowFloats, (q + 1) * rowFloats) as Float32Array
-      const values = klAgainstClean(block, nSpecs, facts.vocabSize, options)
-      for (let j = 0; j < group.length; j++) kl[q][headIndex[groupOffset[g] + j]] = values[j]
-    }
-
-    if (g === groups - 1) {
-      const lines = chunk.map((prompt, q) => {
-        const line: ShipsQueryLine = {
-          index: start + q,
-          prompt,
-          prompt_tokens: promptTokens[q] ?? 0,
-          top: topKHeads(kl[q], geometry, topK).map((h: HeadKl) => ({head: formatHead(h), layer: h.layer, head_index: h.head, kl: h.kl})),
+    const start = c * plan.promptsPerRequest
+    const range = `prompts ${start + 1}-${start + chunk.length} of ${prompts.length}`
+    return {
+      id: `${range}, heads ${formatHead(group[0])}-${formatHead(group.at(-1)!)}`,
+      key: {
+        ships: {model: modelId, dtype: facts.dtype, prompts: chunk, template: params.template, method: params.method, eps: params.eps},
+        heads: group.map(formatHead),
+        smoothing: params.smoothing,
+        engine: engineOptions.engine,
+      },
+      async run(sidecar) {
+        const tf = performance.now()
+        const result = await tracked(() =>
+          sidecar.forward({prompts: chunk, template: TEMPLATE_ENUM[params.template], specs: specsOf(group), returnLogprobs: true, ...engineRequest(engineOptions)}),
+        )
+        forwardMs += performance.now() - tf
+        addStats(totals, result.stats)
+        const nSpecs = group.length + 1
+        const logprobs = result.tensors.get('logprobs')
+        const expected = [chunk.length, nSpecs, facts.vocabSize]
+        if (!logprobs || logprobs.shape.join(',') !== expected.join(',')) {
+          throw new Error(
+            `Forward on ${sidecar.endpoint}: expected tensor logprobs of shape [${expected.join(', ')}], got ${logprobs ? `[${logprobs.shape.join(', ')}]` : 'none'}`,
+          )
         }
-        return JSON.stringify(line)
-      })
-      appendFileSync(jsonlPath, `${lines.join('\n')}\n`)
-      perQuery.push(...kl)
-      log(`  prompts ${start + 1}-${start + chunk.length} of ${prompts.length} (${seconds(performance.now() - t0)} s)`)
+
+        const tk = performance.now()
+        const rowFloats = nSpecs * facts.vocabSize
+        const kl = chunk.map((_, q) => {
+          const block = logprobs.data.subarray(q * rowFloats, (q + 1) * rowFloats) as Float32Array
+          return Array.from(klAgainstClean(block, nSpecs, facts.vocabSize, options), encodeFloat)
+        })
+        klMs += performance.now() - tk
+        context.progress?.(++done, nRequests, `requests (${range})`)
+        return {kl, promptTokens: result.promptTokens}
+      },
+    }
+  })
+  const results = await work.map(units)
+  closeTrace(trace)
+  if (work.counts.reused > 0) log(`  ${work.counts.reused} of ${nRequests} units reused from the store`)
+
+  const perQuery: Float64Array[] = []
+  const lines: string[] = []
+  for (let c = 0; c < nChunks; c++) {
+    const chunk = chunkOf(c)
+    const kl = chunk.map(() => new Float64Array(allOfThem.length).fill(prefilter ? Number.NEGATIVE_INFINITY : 0))
+    for (let g = 0; g < groups; g++) {
+      const unit = results[c * groups + g]
+      for (let q = 0; q < chunk.length; q++) {
+        for (let j = 0; j < plan.headGroups[g].length; j++) kl[q][headIndex[groupOffset[g] + j]] = decodeFloat(unit.kl[q][j])
+      }
     }
 
-    klMs += performance.now() - tk
-    waitStart = performance.now()
-  }, undefined, trace)
-  closeTrace(trace)
+    const promptTokens = results[c * groups].promptTokens
+    for (const [q, prompt] of chunk.entries()) {
+      const line: ShipsQueryLine = {
+        index: c * plan.promptsPerRequest + q,
+        prompt,
+        prompt_tokens: promptTokens[q] ?? 0,
+        top: topKHeads(kl[q], geometry, topK).map((h: HeadKl) => ({head: formatHead(h), layer: h.layer, head_index: h.head, kl: h.kl})),
+      }
+      lines.push(JSON.stringify(line))
+    }
+
+    perQuery.push(...kl)
+  }
+
+  writeFileSync(jsonlPath, `${lines.join('\n')}\n`)
 
   const scanned = new Set(headIndex)
   const ranked = rankHeads(perQuery, geometry, topK).filter((h) => scanned.has(h.layer * geometry.numHeads + h.head))
