@@ -57,6 +57,8 @@ export interface RunContext {
   /** The sweep's folder, holding every job's folder (sweep runs only). */
   sweepDir?: string
   log: (message: string) => void
+  /** `done` of `total` units of this job finished, `what` in words (a bar or periodic line: src/cli/progress.ts). */
+  progress?: (done: number, total: number, what: string) => void
 }
 
 export interface JobKind<P = unknown, R = unknown> {
