@@ -48,11 +48,25 @@ export interface BenchResult {
 
 const dtypeName = (d: DType) => (DType[d] ?? String(d)).replace('DTYPE_', '').toLowerCase()
 
-export async function runBench(client: SidecarClient, work: Workload, outDir: string, log: (m: string) => void): Promise<BenchResult> {
+export async function runBench(
+  client: SidecarClient,
+  work: Workload,
+  outDir: string,
+  log: (m: string) => void,
+  /** Phases done of 5 (peak, then a Ships scan and a Sahara step per engine), fractions within one. */
+  progress?: (done: number, total: number, what: string) => void,
+): Promise<BenchResult> {
   const facts = await client.describe()
   mkdirSync(outDir, {recursive: true})
   const quiet = () => {}
-  const ctx = (name: string) => ({client, outDir: join(outDir, name), log: quiet})
+  const phases = 1 + 2 * BENCH_ENGINES.length
+  let phase = 0
+  const ctx = (name: string) => {
+    const at = phase
+    return {client, outDir: join(outDir, name), log: quiet, progress: (d: number, t: number, what: string) => progress?.(at + (t > 0 ? Math.min(1, d / t) : 0), phases, `${name}: ${what}`)}
+  }
+
+  progress?.(0, phases, 'measuring the peak')
 
   log(`bench: ${work.model.name} (${facts.family}, L=${facts.numLayers} H=${facts.numHeads} d=${facts.hiddenSize} vocab=${facts.vocabSize}, ${facts.device} ${dtypeName(facts.dtype)}), ${work.prompts} prompts of ${work.dataset.name}`)
   log('measuring the dense-matmul peak ...')
@@ -66,6 +80,8 @@ export async function runBench(client: SidecarClient, work: Workload, outDir: st
     log(`  warning: ${error.message}: no peak to compare against`)
   }
 
+  progress?.(++phase, phases, 'peak measured')
+
   const ships = new Map<EngineName, Awaited<ReturnType<typeof measureShips>>>()
   const steps = new Map<EngineName, Awaited<ReturnType<typeof measureSearchStep>>>()
   for (const engine of BENCH_ENGINES) {
@@ -73,10 +89,12 @@ export async function runBench(client: SidecarClient, work: Workload, outDir: st
     log(`${engine}: Ships scan (${facts.numLayers * facts.numHeads} heads x ${work.prompts} prompts) ...`)
     const s = await measureShips(work, engine, ctx(`ships-${engine}`))
     ships.set(engine, s)
+    progress?.(++phase, phases, `${engine}: Ships scan done`)
     log(`  ${s.measurement.wall_s.toFixed(2)} s, ${s.measurement.heads_x_prompts_per_s.toFixed(1)} heads x prompts/s`)
     log(`${engine}: one Sahara step (score ${work.score}) ...`)
     const step = await measureSearchStep(work, engine, ctx(`search-${engine}`))
     steps.set(engine, step)
+    progress?.(++phase, phases, `${engine}: Sahara step done`)
     log(`  ${step.measurement.wall_s.toFixed(2)} s, chose ${step.chosen}`)
   }
 

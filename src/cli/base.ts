@@ -12,6 +12,7 @@ import {HeadNameError} from '../science/heads.js'
 import {SidecarError} from '../sidecar/client.js'
 import {CredentialsError} from '../sidecar/credentials.js'
 import {SidecarStartError} from '../sidecar/process.js'
+import {Progress} from './progress.js'
 
 export const EXIT_USAGE = 2
 export const EXIT_FAILURE = 1
@@ -23,14 +24,46 @@ export abstract class SaharaCommand extends Command {
   }
 
   protected quiet = false
+  private bar: Progress | undefined
 
-  /** A progress line on stderr (kept with --json, so stdout stays machine-readable). */
+  /** A progress line on stderr (kept with --json, so stdout stays machine-readable); above the bar on a terminal. */
   protected progress(message: string): void {
-    if (!this.quiet) process.stderr.write(`${message}\n`)
+    if (!this.quiet) this.progressBar().log(message)
+  }
+
+  /**
+   * Units done of total, for RunContext.progress: a bar on a terminal (stderr), a plain line every
+   * 10 s otherwise (src/cli/progress.ts); nothing with --quiet.
+   */
+  protected readonly advance = (done: number, total: number, what = '', unit?: string): void => {
+    if (!this.quiet) this.progressBar().update(done, total, what, unit)
+  }
+
+  private progressBar(): Progress {
+    this.bar ??= new Progress()
+    return this.bar
+  }
+
+  /** Results go to stdout: take the bar off stderr's line first. */
+  override log(message?: string, ...args: unknown[]): void {
+    this.bar?.finish()
+    super.log(message, ...args)
+  }
+
+  protected override logJson(json: unknown): void {
+    this.bar?.finish()
+    super.logJson(json)
+  }
+
+  /** oclif calls this after run(), on success and on error: no bar is left on the screen. */
+  protected override async finally(error: Error | undefined): Promise<unknown> {
+    this.bar?.finish()
+    return super.finally(error)
   }
 
   /** With --json oclif prints the error and exits 1 whatever `exit` said; keep the code. */
   protected override async catch(error: Error & {exitCode?: number; oclif?: {exit?: number}}): Promise<unknown> {
+    this.bar?.finish()
     if (this.jsonEnabled()) process.exitCode = error.oclif?.exit ?? error.exitCode ?? 1
     return super.catch(error)
   }

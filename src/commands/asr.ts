@@ -91,7 +91,7 @@ Writes OUT/replies.jsonl (both replies and verdicts per prompt) and OUT/summary.
             judge: flags.judge as JudgeName,
             limit: flags.limit,
           },
-          {client, outDir, log: (m) => this.progress(m)},
+          {client, outDir, log: (m) => this.progress(m), progress: (d, t, what) => this.advance(d, t, what, 'replies')},
         ),
       )
     } catch (error) {

@@ -64,6 +64,7 @@ chosen head). docs/PERFORMANCE.md has the figures and how to reproduce them.`
           {model, dataset, method: flags.method as Method, eps, template: flags.template as Template, prompts, memoryBudgetGib, score: flags['search-score'] as ScoreKind},
           outDir,
           log,
+          (d, t, what) => this.advance(d, t, what, 'phases'),
         ),
       )
     } catch (error) {

@@ -61,6 +61,7 @@ Jobs of one model share one sidecar. See configs/demo-ships.yaml for the format.
         (job, fn) =>
           withPool(job.model, {...flags, endpoints, unitTimeoutS: flags['unit-timeout'], log: (m) => this.progress(m)}, fn),
         (m) => this.progress(m),
+        (d, t, what) => this.advance(d, t, what, 'jobs'),
       )
     } catch (error) {
       this.fail(error)

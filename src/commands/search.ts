@@ -88,7 +88,7 @@ OUT/summary.json. Re-run with more --steps to continue from the stored steps.`
     try {
       // Refuse stored steps made with other settings before starting a sidecar (local models).
       if (model.kind !== 'remote') precheckStoredSteps(outDir, model.source, params, log)
-      summary = await withSidecar(model, {...flags, log}, (client) => runSearch(model, params, {client, outDir, log}))
+      summary = await withSidecar(model, {...flags, log}, (client) => runSearch(model, params, {client, outDir, log, progress: (d, t, what) => this.advance(d, t, what, 'steps')}))
     } catch (error) {
       if (error instanceof SearchStateError) this.error(error.message, {exit: 2})
       if (error instanceof RangeError && /r_main/.test(error.message)) this.error(error.message, {exit: 2})

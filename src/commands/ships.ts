@@ -61,6 +61,7 @@ each head in their top-k).`
           client,
           outDir,
           log: (m) => this.progress(m),
+          progress: (d, t, what) => this.advance(d, t, what, 'requests'),
         }),
       )
     } catch (error) {

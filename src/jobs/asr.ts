@@ -141,6 +141,7 @@ export async function runAsr(model: ResolvedModel, params: AsrParams, context: R
   const modelId = model.kind === 'remote' ? facts.model : model.source
   const sampling = {topK: params.sampling.topK, temperature: params.sampling.temperature, seed: params.sampling.topK === 0 ? 0 : params.seed}
   let calls = 0
+  let generated = 0
   const generateAll = async (ablate: Head[], what: string): Promise<{replies: StoredReply[]; ms: number; computed: number}> => {
     const start = performance.now()
     const before = work.counts.computed
@@ -156,6 +157,8 @@ export async function runAsr(model: ResolvedModel, params: AsrParams, context: R
         async run(c) {
           const out = await c.generate({prompts: chunk, template: TEMPLATE_ENUM[params.template], spec, maxNewTokens: params.maxNewTokens, sampling})
           calls++
+          generated += chunk.length
+          context.progress?.(generated, prompts.length * (heads.length > 0 ? 2 : 1), `${what}: ${range}`)
           log(`  ${what}: ${range} on ${c.endpoint} (${seconds(performance.now() - t0)} s)`)
           return out.map((r) => ({text: r.text, newTokens: r.newTokens, stoppedAtEos: r.stoppedAtEos}))
         },

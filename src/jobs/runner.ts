@@ -92,6 +92,8 @@ export async function runSweep(
   runsDir: string,
   withPool: <T>(job: JobSpec, fn: (pool: EndpointPool<SidecarClient>) => Promise<T>) => Promise<T>,
   log: (message: string) => void,
+  /** Jobs done of the sweep's (the running job's share counted as a fraction). */
+  progress?: (done: number, total: number, what: string) => void,
 ): Promise<SweepOutcome> {
   const {dir, byModel} = planSweep(sweep, runsDir)
   mkdirSync(dir, {recursive: true})
@@ -143,12 +145,16 @@ export async function runSweep(
           const out = resolve(dir, job.name)
           mkdirSync(out, {recursive: true})
           const work = new Work(pool, {name: job.name, key: hashes.get(job.name)!}, store)
-          const result = await JOB_KINDS[job.kind].run(job, {client: pool.anyClient, work, outDir: out, sweepDir: dir, log})
+          const jobsBefore = n - 1
+          progress?.(jobsBefore, sweep.jobs.length, job.name)
+          const jobProgress = (d: number, t: number, what: string) => progress?.(jobsBefore + (t > 0 ? Math.min(1, d / t) : 0), sweep.jobs.length, `${job.name}: ${what}`)
+          const result = await JOB_KINDS[job.kind].run(job, {client: pool.anyClient, work, outDir: out, sweepDir: dir, log, progress: jobProgress})
           total.reused += work.counts.reused
           total.computed += work.counts.computed
           outcomes.push({name: job.name, kind: job.kind, model: job.model.name, out, result, units: {...work.counts}})
           finished.push({spec: job, out: relative(dir, out), result, headline: JOB_KINDS[job.kind].headline?.(result) ?? 'done'})
           summarise()
+          progress?.(n, sweep.jobs.length, job.name)
         }
       })
     }

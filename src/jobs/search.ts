@@ -623,6 +623,7 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
         `${line.requests} requests, ${line.seconds} s`,
     )
     writeAtomic(summaryPath, `${JSON.stringify(summarise(), null, 2)}\n`)
+    context.progress?.(step, params.steps, `step ${step} chose ${formatHead(best.head)}`)
   }
 
   const summary = summarise()
