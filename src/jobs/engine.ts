@@ -2,8 +2,8 @@
  * How ships and search jobs drive the sidecar's engine (issue 4): which engine computes the
  * ablated forwards (`fast`: many specs per forward, clean-pass reuse, memory-budget batches;
  * `naive`: one unpadded forward per (prompt, spec), the authors' way), the memory budget, the
- * optional attribution pre-filter, a short request pipeline so the sidecar never waits while
- * TypeScript scores, and the sum of the sidecar's ForwardStats for the job's timings.
+ * optional attribution pre-filter, the sidecar's idle time (units keep it busy while TypeScript
+ * scores: src/orchestration/work.ts), and the sum of the sidecar's ForwardStats for the job's timings.
  */
 import type {Fields} from '../config/fields.js'
 import {ConfigError} from '../config/fields.js'
@@ -181,12 +181,9 @@ export function pipelineGroupSize(candidates: number, planned: number): number {
   return Math.max(1, Math.min(planned, Math.max(PIPELINE_MIN_GROUP, Math.ceil(candidates / PIPELINE_SPLIT))))
 }
 
-/** Requests a job keeps at the sidecar while TypeScript scores the previous result. */
-export const PIPELINE_DEPTH = 1
-
 /**
- * Filled by `pipelined` calls (one or many, e.g. a search's clean pass and its steps): how long
- * the sidecar had no request of this job to work on, from the first send to `closeTrace`.
+ * Filled through `outstandingTracker` (a search's clean pass and its steps share one): how long
+ * the sidecar had no request of this job to work on, from the first request to `closeTrace`.
  */
 export interface PipelineTrace {
   idleMs: number
@@ -226,45 +223,3 @@ export function closeTrace(trace: PipelineTrace): void {
   trace.idleSince = now
 }
 
-/**
- * Send `count` requests and consume their results in order, keeping up to `depth` further
- * requests in flight while one result is consumed: the sidecar computes request i+1 while
- * request i's result is scored here. Results are consumed strictly in order (so output written
- * by `consume` is the same as sequentially); at most depth + 1 results are held at once. A
- * failing request or consume rejects; requests still in flight are then left to finish unread.
- * With `trace`, the time no request was outstanding (the sidecar starved by this job) is added up
- * (the last stretch when the caller ends it with `closeTrace`).
- */
-export async function pipelined<R>(
-  count: number,
-  send: (index: number) => Promise<R>,
-  consume: (result: R, index: number) => void | Promise<void>,
-  depth: number = PIPELINE_DEPTH,
-  trace?: PipelineTrace,
-): Promise<void> {
-  const inFlight: Promise<R>[] = []
-  let next = 0
-  let outstanding = 0
-  const launch = () => {
-    while (inFlight.length <= depth && next < count) {
-      if (outstanding++ === 0 && trace) {
-        closeTrace(trace)
-        trace.idleSince = undefined
-      }
-
-      const p = send(next++)
-      const settle = () => {
-        if (--outstanding === 0 && trace) trace.idleSince = performance.now()
-      }
-
-      p.then(settle, settle) // observed when awaited; never an unhandled rejection meanwhile
-      inFlight.push(p)
-    }
-  }
-
-  for (let i = 0; i < count; i++) {
-    launch()
-    const result = await (inFlight.shift() as Promise<R>)
-    await consume(result, i) // requests i+1 .. i+depth are at the sidecar meanwhile
-  }
-}

@@ -30,7 +30,8 @@ import type {ResolvedModel} from '../models.js'
 import {type Head, allHeads, formatHead} from '../science/heads.js'
 import {DEFAULT_SMOOTHING, klDivergence} from '../science/kl.js'
 import {ANGLE_SUMS, type AngleSum, type Matrix, type Representation, leftSingularVectors, matrix, representation, subspaceShift} from '../science/subspace.js'
-import {type AblationSpec, type ForwardResult, type SidecarInfo, sidecarInfo} from '../sidecar/client.js'
+import {type Unit, singleClientWork} from '../orchestration/work.js'
+import {type AblationSpec, type ForwardResult, type SidecarClient, type SidecarInfo, sidecarInfo} from '../sidecar/client.js'
 import {
   DEFAULT_ENGINE,
   ENGINE_KEYS,
@@ -42,12 +43,14 @@ import {
   type StatsTotals,
   addStats,
   closeTrace,
+  decodeFloat,
   emptyTotals,
+  encodeFloat,
   engineRequest,
   formatPrefilter,
+  outstandingTracker,
   parseEngineFields,
   pipelineGroupSize,
-  pipelined,
   prefilterHeads,
   prefilterSummary,
   roundedTotals,
@@ -422,38 +425,76 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
     return s
   }
 
-  /** Forward with this job's engine options; stats summed, the wait for results timed. */
-  const forward = (request: {prompts: string[]; specs: AblationSpec[]; returnHidden?: boolean; returnLogprobs?: boolean}) =>
-    client.forward({...request, template, ...engineRequest(engineOptions)})
-
-  /** Requests in order, pipelined (src/jobs/engine.ts); `consume` sees each result in turn. */
-  const run = async (s: Scorer, count: number, send: (r: number) => Promise<ForwardResult>, consume: (result: ForwardResult, r: number) => void): Promise<void> => {
-    let waitStart = performance.now()
-    await pipelined(count, send, (result, r) => {
-      s.forwardMs += performance.now() - waitStart
-      s.requests++
-      addStats(s.totals, result.stats)
-      consume(result, r)
-      waitStart = performance.now()
-    }, undefined, s.trace)
+  // Scoring runs as work units (src/orchestration/work.ts): a unit scores one batch of candidate
+  // heads over all prompts (one Forward per prompt chunk, then the scores here), on any sidecar of
+  // the pool, several in flight per sidecar so one unit's scoring overlaps another's forwards;
+  // each unit's scores are stored as it finishes and reused by a re-run (mid-step too).
+  const work = context.work ?? singleClientWork(client, {name: 'search', key: ''})
+  const trackers = new WeakMap<Scorer, <R>(call: () => Promise<R>) => Promise<R>>()
+  /** One Forward on `sidecar` with this job's engine options; stats summed, the wait timed. */
+  const forward = async (
+    sidecar: SidecarClient,
+    s: Scorer,
+    request: {prompts: string[]; specs: AblationSpec[]; returnHidden?: boolean; returnLogprobs?: boolean},
+  ): Promise<ForwardResult> => {
+    if (!trackers.has(s)) trackers.set(s, outstandingTracker(s.trace))
+    const tf = performance.now()
+    const result = await trackers.get(s)!(() => sidecar.forward({...request, template, ...engineRequest(engineOptions)}))
+    s.forwardMs += performance.now() - tf
+    s.requests++
+    addStats(s.totals, result.stats)
+    return result
   }
 
-  /** The clean model's rows of one kind (hidden or logprobs), [N, width], float32. */
+  /** The clean model's rows of one kind (hidden or logprobs), [N, width], float32: computed, not stored. */
   const cleanRows = async (kind: 'hidden' | 'logprobs', width: number, s: Scorer): Promise<Float32Array> => {
     const out = new Float32Array(N * width)
     const chunk = Math.max(1, Math.min(N, Math.floor(maxFloats / width)))
-    const part = (r: number) => prompts.slice(r * chunk, (r + 1) * chunk)
-    await run(
-      s,
-      Math.ceil(N / chunk),
-      (r) => forward({prompts: part(r), specs: [spec([])], returnHidden: kind === 'hidden', returnLogprobs: kind === 'logprobs'}),
-      (result, r) => {
+    const starts = Array.from({length: Math.ceil(N / chunk)}, (_, r) => r * chunk)
+    await work.pool.run(
+      starts.map((start) => async (sidecar: SidecarClient) => {
+        const part = prompts.slice(start, start + chunk)
+        const result = await forward(sidecar, s, {prompts: part, specs: [spec([])], returnHidden: kind === 'hidden', returnLogprobs: kind === 'logprobs'})
         const tensor = result.tensors.get(kind)
-        checkTensor(client.endpoint, kind, tensor, [part(r).length, 1, width])
-        out.set(tensor!.data, r * chunk * width)
-      },
+        checkTensor(sidecar.endpoint, kind, tensor, [part.length, 1, width])
+        out.set(tensor!.data, start * width)
+      }),
     )
     return out
+  }
+
+  /**
+   * Score `candidates` (each ablated with `group`) in units of `groupSize` heads; `scoreBatch`
+   * turns one batch's Forward results, in prompt order, into one score per head.
+   */
+  const scoreInUnits = async (
+    s: Scorer,
+    group: Head[],
+    candidates: Head[],
+    plan: {groupSize: number; promptsPerRequest: number},
+    returns: 'hidden' | 'logprobs',
+    scoreBatch: (batch: Head[], results: {start: number; part: string[]; result: ForwardResult}[], sidecar: string) => number[],
+  ): Promise<number[]> => {
+    const batches: Head[][] = []
+    for (let i = 0; i < candidates.length; i += plan.groupSize) batches.push(candidates.slice(i, i + plan.groupSize))
+    const units: Unit<(number | string)[]>[] = batches.map((batch) => ({
+      id: `group [${group.map(formatHead).join(',')}] + ${formatHead(batch[0])}-${formatHead(batch.at(-1)!)}`,
+      key: {score: params.score, group: group.map(formatHead), batch: batch.map(formatHead), engine: engineOptions.engine, prefilter: prefilter?.prefilter ?? null},
+      async run(sidecar) {
+        const results = []
+        for (let start = 0; start < N; start += plan.promptsPerRequest) {
+          const part = prompts.slice(start, start + plan.promptsPerRequest)
+          const specs = batch.map((h) => spec([...group, h]))
+          results.push({start, part, result: await forward(sidecar, s, {prompts: part, specs, [returns === 'hidden' ? 'returnHidden' : 'returnLogprobs']: true})})
+        }
+
+        const ts = performance.now()
+        const scores = scoreBatch(batch, results, sidecar.endpoint)
+        s.scoreMs += performance.now() - ts
+        return scores.map(encodeFloat)
+      },
+    }))
+    return (await work.map(units)).flat().map(decodeFloat)
   }
 
   const newScorer = (): Scorer => ({requests: 0, forwardMs: 0, scoreMs: 0, totals: emptyTotals(), trace: {idleMs: 0}, score: async () => []})
@@ -469,35 +510,20 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
     s.score = async (group, candidates) => {
       const plan = planSearch(candidates.length, N, d, maxFloats, true)
       const groupSize = pipelineGroupSize(candidates.length, plan.groupSize)
-      const promptsPerRequest = plan.promptsPerRequest
-      const chunks = Math.ceil(N / promptsPerRequest)
-      const batchOf = (r: number) => candidates.slice(Math.floor(r / chunks) * groupSize, (Math.floor(r / chunks) + 1) * groupSize)
-      const partOf = (r: number) => prompts.slice((r % chunks) * promptsPerRequest, ((r % chunks) + 1) * promptsPerRequest)
-      const scores: number[] = []
-      let rows = new Float32Array(0) // [N, heads of the batch, d]
-      await run(
-        s,
-        Math.ceil(candidates.length / groupSize) * chunks,
-        (r) => forward({prompts: partOf(r), specs: batchOf(r).map((h) => spec([...group, h])), returnHidden: true}),
-        (result, r) => {
-          const batch = batchOf(r)
-          const part = partOf(r)
-          if (r % chunks === 0) rows = new Float32Array(N * batch.length * d)
+      return scoreInUnits(s, group, candidates, {groupSize, promptsPerRequest: plan.promptsPerRequest}, 'hidden', (batch, results, endpoint) => {
+        const rows = new Float32Array(N * batch.length * d) // [N, heads of the batch, d]
+        for (const {start, part, result} of results) {
           const hidden = result.tensors.get('hidden')
-          checkTensor(client.endpoint, 'hidden', hidden, [part.length, batch.length, d])
-          rows.set(hidden!.data, (r % chunks) * promptsPerRequest * batch.length * d)
-          if (r % chunks !== chunks - 1) return
-          const ts = performance.now()
-          for (let j = 0; j < batch.length; j++) {
-            const m = matrix(N, d)
-            for (let i = 0; i < N; i++) for (let k = 0; k < d; k++) m.data[i * d + k] = rows[(i * batch.length + j) * d + k]
-            scores.push(subspaceShift(base, representation(m, options), options).score)
-          }
+          checkTensor(endpoint, 'hidden', hidden, [part.length, batch.length, d])
+          rows.set(hidden!.data, start * batch.length * d)
+        }
 
-          s.scoreMs += performance.now() - ts
-        },
-      )
-      return scores
+        return batch.map((_, j) => {
+          const m = matrix(N, d)
+          for (let i = 0; i < N; i++) for (let k = 0; k < d; k++) m.data[i * d + k] = rows[(i * batch.length + j) * d + k]
+          return subspaceShift(base, representation(m, options), options).score
+        })
+      })
     }
 
     return s
@@ -511,35 +537,19 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
     s.score = async (group, candidates) => {
       const plan = planSearch(candidates.length, N, V, maxFloats, false)
       const groupSize = pipelineGroupSize(candidates.length, plan.groupSize)
-      const promptsPerRequest = plan.promptsPerRequest
-      const chunks = Math.ceil(N / promptsPerRequest)
-      const sums = new Float64Array(candidates.length)
-      const batchStart = (r: number) => Math.floor(r / chunks) * groupSize
-      const batchOf = (r: number) => candidates.slice(batchStart(r), batchStart(r) + groupSize)
-      const partStart = (r: number) => (r % chunks) * promptsPerRequest
-      const partOf = (r: number) => prompts.slice(partStart(r), partStart(r) + promptsPerRequest)
-      await run(
-        s,
-        Math.ceil(candidates.length / groupSize) * chunks,
-        (r) => forward({prompts: partOf(r), specs: batchOf(r).map((h) => spec([...group, h])), returnLogprobs: true}),
-        (result, r) => {
-          const batch = batchOf(r)
-          const part = partOf(r)
+      return scoreInUnits(s, group, candidates, {groupSize, promptsPerRequest: plan.promptsPerRequest}, 'logprobs', (batch, results, endpoint) => {
+        const sums = new Float64Array(batch.length)
+        for (const {start, part, result} of results) {
           const logprobs = result.tensors.get('logprobs')
-          checkTensor(client.endpoint, 'logprobs', logprobs, [part.length, batch.length, V])
-          const ts = performance.now()
+          checkTensor(endpoint, 'logprobs', logprobs, [part.length, batch.length, V])
           for (let q = 0; q < part.length; q++) {
-            const p = clean.subarray((partStart(r) + q) * V, (partStart(r) + q + 1) * V)
-            for (let j = 0; j < batch.length; j++) {
-              const row = logprobs!.data.subarray((q * batch.length + j) * V, (q * batch.length + j + 1) * V)
-              sums[batchStart(r) + j] += klDivergence(p, row, options)
-            }
+            const p = clean.subarray((start + q) * V, (start + q + 1) * V)
+            for (let j = 0; j < batch.length; j++) sums[j] += klDivergence(p, logprobs!.data.subarray((q * batch.length + j) * V, (q * batch.length + j + 1) * V), options)
           }
+        }
 
-          s.scoreMs += performance.now() - ts
-        },
-      )
-      return Array.from(sums, (x) => x / N)
+        return Array.from(sums, (x) => x / N)
+      })
     }
 
     return s

@@ -6,7 +6,20 @@ import {beforeAll, describe, expect, it} from 'vitest'
 
 import {parseEngineFlags} from '../../src/cli/ablation-flags.js'
 import {parseSweep} from '../../src/config/sweep.js'
-import {type PipelineTrace, addStats, pipelineGroupSize, closeTrace, emptyTotals, engineRequest, parseMemoryBudget, parsePrefilter, pipelined, prefilterHeads} from '../../src/jobs/engine.js'
+import {
+  type PipelineTrace,
+  addStats,
+  closeTrace,
+  decodeFloat,
+  emptyTotals,
+  encodeFloat,
+  engineRequest,
+  outstandingTracker,
+  parseMemoryBudget,
+  parsePrefilter,
+  pipelineGroupSize,
+  prefilterHeads,
+} from '../../src/jobs/engine.js'
 import type {SearchParams} from '../../src/jobs/search.js'
 import type {ShipsParams} from '../../src/jobs/ships.js'
 import {formatHead} from '../../src/science/heads.js'
@@ -96,56 +109,35 @@ describe('pre-filter head choice', () => {
   })
 })
 
-describe('request pipeline', () => {
-  it('consumes in order while the next request is already sent; at most depth + 1 outstanding', async () => {
-    const events: string[] = []
-    let outstanding = 0
-    let most = 0
-    const delays = [30, 5, 20, 1, 10]
-    const consumed: number[] = []
-    await pipelined(
-      delays.length,
-      (i) => {
-        events.push(`send ${i}`)
-        outstanding++
-        most = Math.max(most, outstanding)
-        return new Promise<number>((resolve) => setTimeout(() => resolve(i * 10), delays[i]))
-      },
-      async (result, i) => {
-        outstanding--
-        events.push(`consume ${i}`)
-        consumed.push(result)
-        await new Promise((r) => setTimeout(r, 5))
-      },
-    )
-    expect(consumed).toEqual([0, 10, 20, 30, 40])
-    expect(most).toBe(2)
-    // Request i+1 is sent before result i is consumed.
-    for (let i = 0; i < delays.length - 1; i++) expect(events.indexOf(`send ${i + 1}`)).toBeLessThan(events.indexOf(`consume ${i}`))
-  })
+describe('sidecar idle time across concurrent requests', () => {
+  const wait = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
-  it('traces the time no request was outstanding (the sidecar starved): nothing while one is in flight', async () => {
-    // depth 0: nothing is in flight while a result is consumed, so every consume (>= 20 ms timer) is idle time.
+  it('counts only the stretches with no request outstanding, however many overlap', async () => {
     const trace: PipelineTrace = {idleMs: 0}
-    const wait = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
-    await pipelined(3, async (i) => i, () => wait(20), 0, trace)
-    expect(trace.idleMs).toBeGreaterThanOrEqual(2 * 19) // between sends; the last stretch once closed
+    const tracked = outstandingTracker(trace)
+    // two overlapping requests: no idle time between them
+    await Promise.all([tracked(() => wait(30)), wait(5).then(() => tracked(() => wait(30)))])
+    expect(trace.idleMs).toBe(0)
+    await wait(25) // nothing outstanding: idle
+    await tracked(() => wait(5))
+    expect(trace.idleMs).toBeGreaterThanOrEqual(20)
     const before = trace.idleMs
     await wait(20)
-    closeTrace(trace)
-    expect(trace.idleMs).toBeGreaterThanOrEqual(before + 19 + 19)
-    // Never started: nothing to count.
+    closeTrace(trace) // the last stretch once closed
+    expect(trace.idleMs).toBeGreaterThanOrEqual(before + 19)
     const fresh: PipelineTrace = {idleMs: 0}
     closeTrace(fresh)
     expect(fresh.idleMs).toBe(0)
   })
 
-  it('a failing request rejects (and is not an unhandled rejection while another is consumed)', async () => {
-    const send = (i: number) => (i === 1 ? Promise.reject(new Error('boom')) : Promise.resolve(i))
-    const seen: number[] = []
-    await expect(pipelined(3, send, (r) => void seen.push(r))).rejects.toThrow('boom')
-    expect(seen).toEqual([0])
-    await expect(pipelined(0, send, () => {})).resolves.toBeUndefined()
+  it('a failing request still ends its outstanding stretch, and non-finite floats survive JSON', async () => {
+    const trace: PipelineTrace = {idleMs: 0}
+    const tracked = outstandingTracker(trace)
+    await expect(tracked(() => Promise.reject(new Error('boom')))).rejects.toThrow('boom')
+    expect(trace.idleSince).toBeDefined()
+    const values = [1.5, Number.POSITIVE_INFINITY, Number.NaN, -0.25]
+    const back = (JSON.parse(JSON.stringify(values.map(encodeFloat))) as (number | string)[]).map(decodeFloat)
+    expect(back).toEqual(values)
   })
 })
 
