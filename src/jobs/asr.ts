@@ -27,7 +27,7 @@ import {located, matrixCells, parseMatrix} from './matrix.js'
 import type {JobKind, JobReference, JobSpec, ParseContext, RunContext} from './registry.js'
 import {METHOD_ENUM, type Method, TEMPLATE_ENUM, type Template, formatEps} from './ships.js'
 
-/** Prompts per Generate call, so progress is reported as it goes. */
+/** Prompts per Generate call (one work unit) by default. */
 export const MAX_PROMPTS_PER_GENERATE = 64
 
 export interface SamplingChoice {
@@ -61,6 +61,8 @@ export interface AsrParams {
   judge: JudgeName
   /** Only the first `limit` prompts. */
   limit?: number
+  /** Prompts per Generate call (one work unit); default 64. Smaller units spread over more sidecars. */
+  promptsPerUnit?: number
 }
 
 /** One reply as a work unit stores it. */
@@ -147,8 +149,9 @@ export async function runAsr(model: ResolvedModel, params: AsrParams, context: R
     const before = work.counts.computed
     const spec = ablate.length > 0 ? {heads: ablate, method: METHOD_ENUM[params.method], eps: params.eps} : {heads: [], method: METHOD_ENUM[params.method], eps: 1}
     const units: Unit<StoredReply[]>[] = []
-    for (let i = 0; i < prompts.length; i += MAX_PROMPTS_PER_GENERATE) {
-      const chunk = prompts.slice(i, i + MAX_PROMPTS_PER_GENERATE)
+    const perUnit = params.promptsPerUnit ?? MAX_PROMPTS_PER_GENERATE
+    for (let i = 0; i < prompts.length; i += perUnit) {
+      const chunk = prompts.slice(i, i + perUnit)
       const range = `prompts ${i + 1}-${i + chunk.length} of ${prompts.length}`
       units.push({
         id: `${what} ${range}`,
@@ -232,7 +235,7 @@ export async function runAsr(model: ResolvedModel, params: AsrParams, context: R
 
 // ---- the `asr` job kind for sweeps --------------------------------------------------------------
 
-const OPTION_KEYS = ['matrix', 'heads', 'heads_from', 'heads_from_job', 'top', 'seed', 'avoid', 'max_new_tokens', 'sampling', 'judge', 'limit'] as const
+const OPTION_KEYS = ['matrix', 'heads', 'heads_from', 'heads_from_job', 'top', 'seed', 'avoid', 'max_new_tokens', 'sampling', 'judge', 'limit', 'prompts_per_unit'] as const
 
 /** A short, file-name safe label of a head selection for job names. */
 function selectionLabel(selection: HeadSelection): string {
@@ -301,6 +304,7 @@ export const asrKind: JobKind<AsrParams, AsrSummary> = {
     const sampling = located(fields, samplingField, parseSampling)
     const judge = fields.string('judge', {default: 'keyword-paper', oneOf: JUDGES}).value as JudgeName
     const limit = fields.has('limit') ? fields.number('limit', {integer: true, min: 1}).value : undefined
+    const promptsPerUnit = fields.number('prompts_per_unit', {default: MAX_PROMPTS_PER_GENERATE, integer: true, min: 1}).value
     if (fields.has('heads') && fields.has('heads_from')) throw fields.error('heads_from', 'give heads or heads_from, not both')
     const fromJob = fields.has('heads_from_job') ? fields.string('heads_from_job') : undefined
     if (fromJob && (fields.has('heads') || fields.has('heads_from'))) throw fields.error('heads_from_job', 'give one of heads, heads_from, heads_from_job')
@@ -334,7 +338,7 @@ export const asrKind: JobKind<AsrParams, AsrSummary> = {
         checkAgainstLocalModel(fields, where, heads, model)
         const parts = [...nameParts.slice(0, 5), selectionLabel(heads), ...nameParts.slice(5)]
         if (heads.kind !== 'random' && heads.kind !== 'job' && sampling.topK > 0 && seeds.length > 1) parts.push(`s${seed}`)
-        const params: AsrParams = {dataset, heads, method, eps, template, maxNewTokens, sampling, seed, judge, limit}
+        const params: AsrParams = {dataset, heads, method, eps, template, maxNewTokens, sampling, seed, judge, limit, promptsPerUnit}
         const needs = fromJob && [referenceTo(fromJob, (message) => fields.errorAt(fromJob, message), params)]
         jobs.push({kind: 'asr', name: parts.join('-'), model, params, ...(needs ? {needs} : {})})
       }

@@ -82,6 +82,8 @@ export interface ShipsParams {
   /** Only the first `limit` prompts. */
   limit?: number
   maxFloatsPerRequest?: number
+  /** Prompts per work unit (one Forward) at most; default 32. Smaller units spread over more sidecars. */
+  promptsPerUnit?: number
   /** Engine and memory budget sent with every Forward (default fast, auto). */
   engineOptions?: EngineOptions
   /** Scan only the top-K heads by attribution (UA and SC only). */
@@ -208,7 +210,7 @@ export async function runShips(
 
   const headIndex = heads.map((h) => h.layer * geometry.numHeads + h.head)
   const topK = Math.min(params.topK, heads.length)
-  const plan = planRequests(heads, facts.vocabSize, params.maxFloatsPerRequest)
+  const plan = planRequests(heads, facts.vocabSize, params.maxFloatsPerRequest, params.promptsPerUnit)
   const nChunks = Math.ceil(prompts.length / plan.promptsPerRequest)
   const nRequests = nChunks * plan.headGroups.length
   log(
@@ -354,7 +356,7 @@ export async function runShips(
 // ---- the `ships` job kind for sweeps --------------------------------------------------------
 
 /** Matrix axes (each a value or a list) and plain options of a ships job. */
-const OPTION_KEYS = ['matrix', 'top_k', 'limit', 'smoothing', ...ENGINE_KEYS] as const
+const OPTION_KEYS = ['matrix', 'top_k', 'limit', 'smoothing', 'prompts_per_unit', ...ENGINE_KEYS] as const
 
 /** `1e-5` for 0.00001: short, stable, file-name safe. */
 export function formatEps(eps: number): string {
@@ -370,6 +372,7 @@ export const shipsKind: JobKind<ShipsParams, ShipsSummary> = {
     const topK = fields.number('top_k', {default: 10, integer: true, min: 1}).value
     const limit = fields.has('limit') ? fields.number('limit', {integer: true, min: 1}).value : undefined
     const smoothing = fields.number('smoothing', {default: DEFAULT_SMOOTHING, min: 0}).value
+    const promptsPerUnit = fields.number('prompts_per_unit', {default: MAX_PROMPTS_PER_REQUEST, integer: true, min: 1}).value
     const {engineOptions, prefilter} = parseEngineFields(fields)
     const prefix = fields.has('name') ? fields.string('name').value : 'ships'
 
@@ -377,7 +380,7 @@ export const shipsKind: JobKind<ShipsParams, ShipsSummary> = {
     for (const {model, dataset, method, eps, template, nameParts} of matrixCells(matrix, prefix)) {
       if (prefilter && method === 'mean') throw fields.error('prefilter', 'the attribution pre-filter needs method ua or sc (mean ablation has no eps to differentiate)')
       if (prefilter) nameParts.push(`atp${prefilter.k}`)
-      jobs.push({kind: 'ships', name: nameParts.join('-'), model, params: {dataset, method, eps, template, topK, smoothing, limit, engineOptions, ...(prefilter ? {prefilter} : {})}})
+      jobs.push({kind: 'ships', name: nameParts.join('-'), model, params: {dataset, method, eps, template, topK, smoothing, limit, promptsPerUnit, engineOptions, ...(prefilter ? {prefilter} : {})}})
     }
 
     return jobs

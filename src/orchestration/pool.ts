@@ -138,7 +138,7 @@ export class EndpointPool<C> {
    * Run every task on some endpoint; results in task order. `onResult` sees each result as it
    * arrives (to store it before anything else can fail).
    */
-  async run<R>(tasks: Task<C, R>[], onResult?: (index: number, result: R) => void): Promise<R[]> {
+  async run<R>(tasks: Task<C, R>[], onResult?: (index: number, result: R, endpoint: string) => void): Promise<R[]> {
     const results: R[] = Array.from({length: tasks.length})
     const queue = tasks.map((_, i) => i)
     const attempts = new Array<number>(tasks.length).fill(0)
@@ -159,7 +159,7 @@ export class EndpointPool<C> {
     results: R[],
     queue: number[],
     attempts: number[],
-    onResult: ((index: number, result: R) => void) | undefined,
+    onResult: ((index: number, result: R, endpoint: string) => void) | undefined,
   ): Promise<R[]> {
     let remaining = tasks.length
     let failure: unknown
@@ -177,7 +177,7 @@ export class EndpointPool<C> {
               results[index] = result
               remaining--
               try {
-                onResult?.(index, result)
+                onResult?.(index, result, state.endpoint.id)
               } catch (error) {
                 failure ??= error
               }

@@ -6,7 +6,7 @@
  * names the format and its version; a file of another version is refused, never rewritten.
  *
  *   {"format":"sahara-units","version":1}
- *   {"key":"<unit key>","job":"<job name>","unit":"<unit id>","result":{...},"sum":"<sha256 of key+result, 16 hex>"}
+ *   {"key":"<unit key>","job":"<job name>","unit":"<unit id>","endpoint":"host:port","result":{...},"sum":"<sha256 of key+result, 16 hex>"}
  *
  * The key is what makes a unit reusable: a hash of everything its result depends on (src/orchestration/units.ts).
  * A later record with the same key replaces an earlier one (it can only hold the same result).
@@ -25,6 +25,8 @@ export interface StoredUnit {
   key: string
   job: string
   unit: string
+  /** the sidecar that computed it (for the record; results do not depend on it) */
+  endpoint?: string
   result: unknown
 }
 
@@ -117,7 +119,7 @@ export class UnitStore {
       const r = JSON.parse(line) as Partial<StoredUnit> & {sum?: string}
       if (typeof r.key !== 'string' || typeof r.job !== 'string' || typeof r.unit !== 'string' || !('result' in r)) return undefined
       if (r.sum !== checksum(r.key, r.result)) return undefined
-      return {key: r.key, job: r.job, unit: r.unit, result: r.result}
+      return {key: r.key, job: r.job, unit: r.unit, ...(typeof r.endpoint === 'string' ? {endpoint: r.endpoint} : {}), result: r.result}
     } catch {
       return undefined
     }
@@ -138,7 +140,7 @@ export class UnitStore {
 
   /** Append one finished unit and fsync it; only then is it in the store. */
   put(unit: StoredUnit): void {
-    const line = `${JSON.stringify({key: unit.key, job: unit.job, unit: unit.unit, result: unit.result, sum: checksum(unit.key, unit.result)})}\n`
+    const line = `${JSON.stringify({key: unit.key, job: unit.job, unit: unit.unit, endpoint: unit.endpoint, result: unit.result, sum: checksum(unit.key, unit.result)})}\n`
     writeSync(this.fd, line)
     fsyncSync(this.fd)
     this.units.set(unit.key, unit)

@@ -53,9 +53,9 @@ export class Work {
     this.counts.reused += units.length - missing.length
     const computed = await this.pool.run(
       missing.map((i) => (client: SidecarClient, endpoint: string) => units[i].run(client, endpoint)),
-      (j, result) => {
+      (j, result, endpoint) => {
         const i = missing[j]
-        this.store?.put({key: keys[i], job: this.job.name, unit: units[i].id, result})
+        this.store?.put({key: keys[i], job: this.job.name, unit: units[i].id, endpoint, result})
         this.counts.computed++
       },
     )

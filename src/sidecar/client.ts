@@ -224,7 +224,9 @@ export class SidecarClient {
     options: ClientOptions = {},
   ) {
     const {channel, options: secured} = grpcCredentials(options.credentials)
-    const channelOptions = {'grpc.max_receive_message_length': 64 * 1024 * 1024, ...secured}
+    // reconnect within seconds once a restarted sidecar listens again (grpc-js backs off up to 120 s by default)
+    const reconnect = {'grpc.initial_reconnect_backoff_ms': 500, 'grpc.max_reconnect_backoff_ms': 2000}
+    const channelOptions = {'grpc.max_receive_message_length': 64 * 1024 * 1024, ...reconnect, ...secured}
     this.service = new AblationServiceClient(endpoint, channel, channelOptions)
     this.health = new HealthClient(endpoint, channel, channelOptions)
     this.unaryDeadlineMs = options.unaryDeadlineMs ?? 60_000
