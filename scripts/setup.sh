@@ -3,7 +3,8 @@
 #   1. npm dependencies          (again only when package-lock.json changes)
 #   2. the sidecar's Python venv (again only when sidecar/requirements.txt changes)
 #   3. gRPC stubs for TS and Python, generated from proto/ (again only when a .proto changes)
-#   4. the TypeScript build      (tsc, incremental)
+#   4. Debian's chromium         (only when /usr/bin/chromium is missing; the report's browser test)
+#   5. the TypeScript build      (tsc, incremental)
 # Each step records a hash of its inputs in .setup/; a re-run with nothing changed takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,7 +46,22 @@ if ! up_to_date protos "$proto_hash" || [[ ! -d src/gen || ! -d sidecar/sahara_s
   mark_done protos "$proto_hash"
 fi
 
-# 4. TypeScript build
+# 4. Chromium for the report's browser test (test/e2e/report-browser.test.ts drives it with
+#    playwright-core, which downloads no browser): Debian's package, installed once.
+if [[ ! -x /usr/bin/chromium ]]; then
+  say "installing Debian's chromium (/usr/bin/chromium is missing; the HTML report's browser test needs it)"
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then
+    if command -v sudo >/dev/null; then SUDO="sudo"; else
+      say "error: /usr/bin/chromium is missing and this is not root (no sudo): run 'apt-get install -y chromium' as root"; exit 1
+    fi
+  fi
+  if ! { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null; }; then
+    say "error: 'apt-get install chromium' failed: the browser test of the HTML report cannot run without /usr/bin/chromium"; exit 1
+  fi
+fi
+
+# 5. TypeScript build
 say "tsc"
 npm run --silent compile
 say "ready"

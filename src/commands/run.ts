@@ -9,6 +9,7 @@ import {type SweepOutcome, runSweep} from '../jobs/runner.js'
 import {JOB_KINDS} from '../jobs/registry.js'
 import {parseEndpoints} from '../orchestration/endpoints.js'
 import {asrTableMarkdown} from '../reports/sweep-summary.js'
+import {writeReport} from '../reports/write.js'
 
 export default class Run extends SaharaCommand {
   static override description = `Run every job of a YAML sweep, each into <runs-dir>/<sweep>/<job>/.
@@ -32,7 +33,7 @@ Jobs of one model share one sidecar. See configs/demo-ships.yaml for the format.
     ...poolFlags,
   }
 
-  async run(): Promise<SweepOutcome | {sweep: string; jobs: {name: string; kind: string; model: string}[]}> {
+  async run(): Promise<(SweepOutcome & {report?: string}) | {sweep: string; jobs: {name: string; kind: string; model: string}[]}> {
     const {args, flags} = await this.parse(Run)
     this.quiet = flags.quiet
     let sweep: Sweep
@@ -74,6 +75,15 @@ Jobs of one model share one sidecar. See configs/demo-ships.yaml for the format.
     for (const table of outcome.summary.asr_tables) this.log(`\n${asrTableMarkdown(table)}\n`)
     this.log(`work units: ${outcome.units.computed} computed, ${outcome.units.reused} reused from the store`)
     this.log(`${outcome.jobs.length} jobs written under ${outcome.dir} (summary: ${join(outcome.dir, 'summary.md')}, summary.json)`)
-    return outcome
+    // The report (src/reports/): report.html with its heatmaps, and every table as CSV in report/tables/.
+    let report: string | undefined
+    try {
+      report = writeReport(outcome.dir, {formats: ['html', 'csv']}).html
+      this.log(`report: ${report}`)
+    } catch (error) {
+      this.warn(`no report written: ${(error as Error).message}`)
+    }
+
+    return {...outcome, ...(report ? {report} : {})}
   }
 }
