@@ -7,7 +7,7 @@
 import {Flags} from '@oclif/core'
 
 import type {ResolvedModel} from '../models.js'
-import {isHostFailure, parseEndpoints, resolveEndpoints, sidecarEndpoint} from '../orchestration/endpoints.js'
+import {type ResolvedEndpoint, isHostFailure, parseEndpoints, resolveEndpoints, sidecarEndpoint} from '../orchestration/endpoints.js'
 import {EndpointPool} from '../orchestration/pool.js'
 import {type ClientOptions, SidecarClient} from '../sidecar/client.js'
 import {loadCredentials} from '../sidecar/credentials.js'
@@ -37,7 +37,7 @@ export async function withPool<T>(model: ResolvedModel, options: PoolSessionOpti
     credentials: remote ? credentials : credentials.token === undefined ? {} : {token: credentials.token},
   }
   const started: RunningSidecar[] = []
-  let addresses: string[]
+  let addresses: ResolvedEndpoint[]
   if (options.endpoints && options.endpoints.length > 0) {
     addresses = await resolveEndpoints(parseEndpoints(options.endpoints))
   } else {
@@ -61,10 +61,15 @@ export async function withPool<T>(model: ResolvedModel, options: PoolSessionOpti
       throw failed.reason
     }
 
-    addresses = started.map((s) => s.endpoint)
+    addresses = started.map((s) => ({address: s.endpoint}))
   }
 
-  const clients = addresses.map((a) => new SidecarClient(a, clientOptions))
+  // a pod behind dns:/// is reached by IP, but its certificate names the service: check that name
+  const forEndpoint = (a: ResolvedEndpoint): ClientOptions => {
+    const tls = clientOptions.credentials?.tls
+    return tls && a.dnsName && !tls.serverName ? {...clientOptions, credentials: {...clientOptions.credentials, tls: {...tls, serverName: a.dnsName}}} : clientOptions
+  }
+  const clients = addresses.map((a) => new SidecarClient(a.address, forEndpoint(a)))
   const pool = new EndpointPool(
     clients.map((c) => sidecarEndpoint(c.endpoint, c)),
     {concurrency: options.concurrency, isHostFailure, warn: (m) => options.log(`warning: ${m}`)},

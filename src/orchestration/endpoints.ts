@@ -45,12 +45,18 @@ export function parseEndpoints(values: readonly string[]): EndpointSpec[] {
   return specs
 }
 
+/** One concrete sidecar address; `dnsName` when it came from a dns:/// name (the TLS server name). */
+export interface ResolvedEndpoint {
+  address: string
+  dnsName?: string
+}
+
 /** Concrete host:port addresses, DNS names looked up now (all their A/AAAA records). */
-export async function resolveEndpoints(specs: readonly EndpointSpec[]): Promise<string[]> {
-  const addresses: string[] = []
+export async function resolveEndpoints(specs: readonly EndpointSpec[]): Promise<ResolvedEndpoint[]> {
+  const addresses: ResolvedEndpoint[] = []
   for (const spec of specs) {
     if (spec.kind === 'address') {
-      addresses.push(spec.address)
+      addresses.push({address: spec.address})
       continue
     }
 
@@ -62,10 +68,11 @@ export async function resolveEndpoints(specs: readonly EndpointSpec[]): Promise<
     }
 
     if (found.length === 0) throw new EndpointError(`endpoint ${spec.text}: ${spec.name} resolves to no address`)
-    for (const {address, family} of found) addresses.push(family === 6 ? `[${address}]:${spec.port}` : `${address}:${spec.port}`)
+    for (const {address, family} of found) addresses.push({address: family === 6 ? `[${address}]:${spec.port}` : `${address}:${spec.port}`, dnsName: spec.name})
   }
 
-  return [...new Set(addresses)]
+  const seen = new Set<string>()
+  return addresses.filter((a) => !seen.has(a.address) && seen.add(a.address))
 }
 
 /**
