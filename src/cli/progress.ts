@@ -151,6 +151,6 @@ export class Progress {
   private draw(t: number): void {
     this.lastDraw = t
     this.barShown = true
-    this.stream.write(`\r\x1b[2K${renderBar(this.state!, this.stream.columns ?? 100)}`)
+    this.stream.write(`\r\x1b[2K${renderBar(this.state!, this.stream.columns || 100)}`)
   }
 }

@@ -254,6 +254,7 @@ export function buildReport(data: RunData, options: ReportOptions = {}): Report 
   const subtitle = [
     data.dir,
     data.sweep?.description,
+    data.sweep ? `sweep file ${data.sweep.file}` : undefined,
     `model ${models.join(', ')}`,
     `${data.ships.length} ships, ${data.searches.length} search, ${data.asr.length} asr jobs`,
     `${totalS.toFixed(1)} s of job time`,
