@@ -122,4 +122,27 @@ describe.skipIf(skipIntegration)('a sweep over several sidecars, and crashes', {
     expect(countLines(units)).toBe(total) // and none stored twice
     expect(results(runs)).toEqual(single)
   })
+
+  it('a changed job is named and recomputed, the others reused; a malformed sweep stops before touching stored results', async () => {
+    const runs = join(dir, 'runs-killed')
+    const units = join(runs, 'scale', 'units.jsonl')
+    const before = readFileSync(units, 'utf8')
+    const changed = join(dir, 'scale-changed.yaml')
+    writeFileSync(changed, SWEEP.replace('max_new_tokens: 16', 'max_new_tokens: 12'))
+    const rerun = await cli(['run', changed, '--runs-dir', runs, '--endpoint', started[0].endpoint, '--json'], {timeoutMs: 600_000})
+    expect(rerun.exitCode, rerun.stderr).toBe(0)
+    expect(rerun.stderr).toContain('resuming')
+    expect(rerun.stderr).toContain('1 jobs unchanged (their stored units are reused), 7 changed, 0 new')
+    expect(rerun.stderr).toContain('changed since the last run (computed again): asr-organism-jailbreakbench-ua-1e-5-L1H2')
+    const outcome = JSON.parse(rerun.stdout) as {units: {reused: number; computed: number}; jobs: {name: string; units: {reused: number; computed: number}}[]}
+    expect(outcome.jobs[0].units).toEqual({reused: 25, computed: 0}) // the unchanged ships job
+    expect(readFileSync(units, 'utf8').startsWith(before)).toBe(true) // appended to, never rewritten
+
+    const stored = readFileSync(units, 'utf8')
+    writeFileSync(changed, `${SWEEP}  - kind: asr\n    heads: L9H9\n  bad: [\n`)
+    const broken = await cli(['run', changed, '--runs-dir', runs, '--endpoint', started[0].endpoint])
+    expect(broken.exitCode).toBe(2)
+    expect(broken.stderr).toContain(`${changed}:`)
+    expect(readFileSync(units, 'utf8')).toBe(stored)
+  })
 })
