@@ -56,9 +56,9 @@ part of its name is enough).`
     this.log(`A: ${comparison.a.label}`)
     this.log(`B: ${comparison.b.label}`)
     this.log('')
-    this.log('   k  shared  Jaccard  by chance  shared heads')
+    this.log('   k  shared  Jaccard  by chance   p(chance)  shared heads')
     for (const x of comparison.byK) {
-      this.log(`${String(x.k).padStart(4)}  ${String(x.shared.length).padStart(6)}  ${x.jaccard.toFixed(3).padStart(7)}  ${x.expectedShared.toFixed(2).padStart(9)}  ${x.shared.join(',') || '—'}`)
+      this.log(`${String(x.k).padStart(4)}  ${String(x.shared.length).padStart(6)}  ${x.jaccard.toFixed(3).padStart(7)}  ${x.expectedShared.toFixed(2).padStart(9)}  ${x.pValue.toPrecision(2).padStart(10)}  ${x.shared.join(',') || '—'}`)
     }
 
     this.log('')

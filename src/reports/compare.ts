@@ -1,7 +1,8 @@
 /**
  * Do two runs single out the same safety heads? The top-k heads of two rankings (two models, two
  * methods, two datasets) compared: shared heads, Jaccard index |A ∩ B| / |A ∪ B| at every k up to
- * K beside what two random k-sets of the N heads share on average (k²/N), and Spearman's rank
+ * K beside what two random k-sets of the N heads share on average (k²/N) and how often they share as
+ * many (hypergeometric p), and Spearman's rank
  * correlation of the full rankings over the heads both scored. A ranking is a ships job's heads
  * by mean KL, or a search job's group in the order chosen. Pure, except loadRanking.
  */
@@ -34,6 +35,8 @@ export interface Overlap {
   jaccard: number
   /** E|A ∩ B| for two random k-sets of N heads: k² / N. */
   expectedShared: number
+  /** P(|A ∩ B| >= shared) for two random k-sets of N heads (hypergeometric tail). */
+  pValue: number
 }
 
 export interface Comparison {
@@ -54,6 +57,23 @@ export function jaccard(a: ReadonlySet<string>, b: ReadonlySet<string>): number 
   return [...a].filter((x) => b.has(x)).length / union
 }
 
+const logChoose = (n: number, k: number) => {
+  let s = 0
+  for (let i = 0; i < k; i++) s += Math.log((n - i) / (i + 1))
+  return s
+}
+
+/** P(X >= x) for X ~ Hypergeometric(N, K = k, n = k): how often two random k-sets of N share x or more. */
+export function sharedTail(nHeads: number, k: number, x: number): number {
+  let p = 0
+  for (let j = Math.max(0, x); j <= k; j++) {
+    if (k - j > nHeads - k) continue
+    p += Math.exp(logChoose(k, j) + logChoose(nHeads - k, k - j) - logChoose(nHeads, k))
+  }
+
+  return Math.min(1, p)
+}
+
 export function overlapAt(a: readonly string[], b: readonly string[], k: number, nHeads: number): Overlap {
   const topA = a.slice(0, k)
   const topB = b.slice(0, k)
@@ -66,6 +86,7 @@ export function overlapAt(a: readonly string[], b: readonly string[], k: number,
     onlyB: topB.filter((h) => !setA.has(h)),
     jaccard: jaccard(setA, setB),
     expectedShared: (k * k) / nHeads,
+    pValue: sharedTail(nHeads, k, topA.filter((h) => setB.has(h)).length),
   }
 }
 
@@ -209,9 +230,9 @@ export function comparisonTables(a: Ranking, b: Ranking, c: Comparison): Table[]
     {
       id: 'overlap',
       title: 'Top-k overlap',
-      note: `A = ${a.label}; B = ${b.label}. Expected shared = what two random k-sets of the ${a.layers * a.heads} heads share on average (k²/N). Spearman's rho of the full rankings: ${c.spearman === null ? 'n/a' : c.spearman.toFixed(3)}.`,
-      columns: ['k', 'shared', 'jaccard', 'expected_shared_by_chance', 'shared_heads', 'only_a', 'only_b'],
-      rows: c.byK.map((o) => [o.k, o.shared.length, Number(o.jaccard.toFixed(6)), Number(o.expectedShared.toFixed(6)), o.shared.join(','), o.onlyA.join(','), o.onlyB.join(',')]),
+      note: `A = ${a.label}; B = ${b.label}. Expected shared = what two random k-sets of the ${a.layers * a.heads} heads share on average (k²/N); p = how often they share at least as many (hypergeometric). Spearman's rho of the full rankings: ${c.spearman === null ? 'n/a' : c.spearman.toFixed(3)}.`,
+      columns: ['k', 'shared', 'jaccard', 'expected_shared_by_chance', 'p_value', 'shared_heads', 'only_a', 'only_b'],
+      rows: c.byK.map((o) => [o.k, o.shared.length, Number(o.jaccard.toFixed(6)), Number(o.expectedShared.toFixed(6)), Number(o.pValue.toPrecision(4)), o.shared.join(','), o.onlyA.join(','), o.onlyB.join(',')]),
     },
     {
       id: 'ranks',

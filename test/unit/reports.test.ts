@@ -3,12 +3,14 @@ import {describe, expect, it} from 'vitest'
 
 import type {AsrReplyLine} from '../../src/jobs/asr.js'
 import {colourAt, hex} from '../../src/reports/colour.js'
-import {type Ranking, compareRankings, comparisonGrids, comparisonTables, jaccard, overlapAt, spearman} from '../../src/reports/compare.js'
+import {type Ranking, compareRankings, comparisonGrids, comparisonTables, jaccard, overlapAt, sharedTail, spearman} from '../../src/reports/compare.js'
 import {csvField, safeId, tableCsv} from '../../src/reports/csv.js'
 import {type HeatGrid, heatmapPixels, heatmapSvg, normalise} from '../../src/reports/heatmap.js'
 import {escapeHtml, formatCell, tableHtml} from '../../src/reports/html.js'
 import {PNG_SIGNATURE, crc32, encodePng} from '../../src/reports/png.js'
 import {pickReplies} from '../../src/reports/report.js'
+
+const logChooseRef = (n: number, k: number) => Array.from({length: k}, (_, i) => Math.log((n - i) / (i + 1))).reduce((a, b) => a + b, 0)
 
 const grid = (over: Partial<HeatGrid> = {}): HeatGrid => ({
   id: 'g',
@@ -147,7 +149,14 @@ describe('overlap of top-k heads', () => {
     expect(jaccard(new Set(['a', 'b']), new Set(['b', 'c']))).toBeCloseTo(1 / 3)
     expect(jaccard(new Set(), new Set())).toBe(1)
     const o = overlapAt(['L0H0', 'L1H1', 'L0H1'], ['L1H1', 'L1H0', 'L0H0'], 2, 4)
-    expect(o).toEqual({k: 2, shared: ['L1H1'], onlyA: ['L0H0'], onlyB: ['L1H0'], jaccard: 1 / 3, expectedShared: 1})
+    expect(o).toMatchObject({k: 2, shared: ['L1H1'], onlyA: ['L0H0'], onlyB: ['L1H0'], jaccard: 1 / 3, expectedShared: 1})
+    expect(o.pValue).toBeCloseTo(1 - 1 / 6) // two random 2-sets of 4 share nothing with p C(2,2)/C(4,2) = 1/6
+  })
+
+  it('hypergeometric tail: two random 5-sets of 16 heads share >= 4 with p 56/4368', () => {
+    expect(sharedTail(16, 5, 4)).toBeCloseTo(56 / 4368, 12)
+    expect(sharedTail(16, 5, 0)).toBeCloseTo(1, 12)
+    expect(sharedTail(1024, 10, 1)).toBeCloseTo(1 - Math.exp(logChooseRef(1014, 10) - logChooseRef(1024, 10)), 10)
   })
 
   it('Spearman: 1 for the same order, -1 reversed, ties averaged, null when undefined', () => {
@@ -170,7 +179,7 @@ describe('overlap of top-k heads', () => {
     expect(gb.marks).toEqual([2, 0])
     expect(both.values).toEqual([2, 1, 3, 0]) // L0H0 B only, L0H1 A only, L1H0 both
     const [overlap, ranks] = comparisonTables(a, b, c)
-    expect(overlap.rows[1]).toEqual([2, 1, 0.333333, 1, 'L1H0', 'L0H1', 'L0H0'])
+    expect(overlap.rows[1]).toEqual([2, 1, 0.333333, 1, 0.8333, 'L1H0', 'L0H1', 'L0H0'])
     expect(ranks.rows[0]).toEqual(['L1H0', 1, 0.9, 1, 0.8, 'yes', 'yes'])
     expect(() => compareRankings(a, {...b, layers: 3}, 2)).toThrow(/different head grids/)
   })
