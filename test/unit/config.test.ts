@@ -90,7 +90,7 @@ describe('errors say file:line:col, the field and what is wrong', () => {
     [
       'unknown job key',
       'name: t\njobs:\n  - kind: ships\n    topk: 3\n    matrix: {model: ./tiny, dataset: prompts.txt}\n',
-      ':4:5: jobs[0].topk: unknown key "topk" for a ships job (allowed: kind, name, matrix, top_k, limit, smoothing, engine, memory_budget_gib, prefilter)',
+      ':4:5: jobs[0].topk: unknown key "topk" for a ships job (allowed: kind, name, matrix, top_k, limit, smoothing, prompts_per_unit, engine, memory_budget_gib, prefilter)',
     ],
     [
       'unknown key in defaults, reported where it was written',
