@@ -10,9 +10,9 @@ streamed back), and inside it per bucket of prompts of similar length (less padd
    decoder layer that records the layer's input hidden state [B, T, d] and the other arguments
    the decoder passed it (attention mask, position embeddings, position ids, ...). The clean
    rows' results are this pass's own last-position log-probs and final-norm hidden state;
-2. the bucket's ablated rows (prompt b, spec m) are grouped by the first layer l where their spec
-   differs from the pass they resume from; each group runs, in batches, layers l..L-1 directly on
-   the recorded inputs of layer l, with every batch-dimension tensor of the recorded arguments
+2. the bucket's ablated rows (prompt b, spec m) start at the first layer l where their spec
+   differs from the pass they resume from; sorted by l, they run in batches that call every layer
+   once (rows starting at l join the batch at layer l, from the recorded inputs of layer l), with every batch-dimension tensor of the recorded arguments
    indexed by row -> prompt (broadcast dimensions are kept), the spec hooks installed
    (ablation.ablated), then the final norm and lm_head on the last position only.
 
@@ -25,6 +25,8 @@ in row order (r = n*M + m).
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -233,25 +235,54 @@ def final_logits(lm: LoadedModel, normed: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+def _prefix(value: object, selected: set[int], rows: int) -> object:
+    """The first `rows` rows of every tensor in `selected` (the row-indexed arguments), views."""
+    if isinstance(value, torch.Tensor):
+        return value[:rows] if id(value) in selected else value
+    if isinstance(value, tuple):
+        return tuple(_prefix(v, selected, rows) for v in value)
+    if isinstance(value, list):
+        return [_prefix(v, selected, rows) for v in value]
+    if isinstance(value, dict):
+        return {k: _prefix(v, selected, rows) for k, v in value.items()}
+    return value
+
+
 def resume(
     lm: LoadedModel,
     clean: CleanPass,
-    layer: int,
+    starts: Sequence[int],
     prompts: Sequence[int],
     specs: Sequence[AblationSpec],
     *,
     want_logprobs: bool,
     want_hidden: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Rows (prompts[i], specs[i]) through layers layer..L-1 from the clean pass's inputs of `layer`."""
+    """Rows (prompts[i], specs[i]), each from the clean pass's input of layer starts[i], through the
+    last layer: one batch per layer, rows sorted by start layer (non-decreasing), so that the rows
+    of layer l are a prefix of the batch: the rows that started below l, joined by those that start
+    at l (taken from the recorded inputs of layer l). Every layer thus runs once, on all the rows
+    that need it, whatever their start; each row's values are those of running it alone from its
+    start layer."""
+    if any(a > b for a, b in itertools.pairwise(starts)):
+        raise ValueError("resume: rows must be sorted by start layer")
     layers = decoder_layers(lm.model)
     index = torch.tensor(list(prompts), dtype=torch.long, device=lm.device)
     select = _RowSelector(clean.prompts, index)
-    with torch.inference_mode(), ablated(lm.model, specs):
-        hidden = clean.calls[layer].hidden.index_select(0, index)
-        for i in range(layer, len(layers)):
+    first = starts[0]
+    hidden: torch.Tensor | None = None
+    with torch.inference_mode():
+        for i in range(first, len(layers)):
             call = clean.calls[i]
-            out = layers[i](hidden, *select(call.args), **select(call.kwargs))
+            args, kwargs = select(call.args), select(call.kwargs)
+            done = 0 if hidden is None else hidden.shape[0]
+            rows = bisect.bisect_right(starts, i)
+            if rows > done:  # rows that start at this layer join the batch
+                joining = call.hidden.index_select(0, index[done:rows])
+                hidden = joining if hidden is None else torch.cat([hidden, joining])
+            selected = {id(t) for t in select.done.values()}
+            with ablated(lm.model, specs[:rows]):
+                out = layers[i](hidden, *_prefix(args, selected, rows), **_prefix(kwargs, selected, rows))
             hidden = out[0] if isinstance(out, tuple) else out
         normed = lm.final_norm(hidden[:, -1:, :])
         logprobs = final_logits(lm, normed)[:, -1, :].float().log_softmax(dim=-1).cpu() if want_logprobs else None
@@ -296,7 +327,10 @@ class FastEngine:
             if start is not None:
                 self.groups.setdefault((base, start), []).append(m)
         self.used_bases = sorted({base for base, _ in self.plan})
-        self.smallest_group = min((len(g) for g in self.groups.values()), default=1)
+        self.resumed_specs = max(
+            1,
+            max((sum(len(g) for (b, _), g in self.groups.items() if b == base) for base in self.used_bases), default=1),
+        )
 
     def batch_rows(self, tokens: int) -> int:
         rows = plan_batch_rows(self.budget, activation_bytes_per_row(self.cost, tokens), self.max_batch_rows)
@@ -313,11 +347,13 @@ class FastEngine:
         return max(1, min(by_cache, by_output, len(self.prompt_ids)))
 
     def bucket_prompts(self, tokens: int) -> int:
-        """Prompts per clean pass: enough that every start-layer group fills a batch of rows (up to
-        MIN_EFFICIENT_ROWS), and no more than one batch of rows for the clean pass itself."""
+        """Prompts per clean pass: enough that the resumed rows of a bucket (every start layer
+        together: each layer runs once on all the rows that need it) fill a batch of rows (up to
+        MIN_EFFICIENT_ROWS), and no more than one batch of rows for the clean pass itself. Fewer
+        prompts per bucket means less padding (prompts are sorted by length)."""
         rows = self.batch_rows(tokens)
         target = MIN_EFFICIENT_ROWS.get(self.lm.device.type, MIN_EFFICIENT_ROWS["cpu"])
-        return max(1, min(rows, math.ceil(min(rows, target) / self.smallest_group)))
+        return max(1, min(rows, math.ceil(min(rows, target) / self.resumed_specs)))
 
     def buckets(self, block: Sequence[int]) -> list[list[int]]:
         """Positions in `block`, sorted by prompt length, cut into buckets (a short tail joins the last)."""
@@ -379,27 +415,37 @@ class FastEngine:
         for m, (b, start) in enumerate(self.plan):
             if b == base and start is None:
                 store([offset + m for offset in offsets], clean.logprobs, clean.hidden)
-        for layer in sorted(starts):
-            pairs = [(b, m) for b in range(len(prompts)) for m in self.groups[(base, layer)]]
+        # Every resumed row of this base, sorted by start layer: a batch runs each layer once (resume).
+        pairs = [
+            (b, m, layer) for layer in sorted(starts) for b in range(len(prompts)) for m in self.groups[(base, layer)]
+        ]
+        if not pairs:
+            return
 
-            def run(batch: Sequence[tuple[int, int]], layer: int = layer) -> tuple[torch.Tensor | None, ...]:
-                with stats.timed(lm.device), last_layer_sliced(lm.model):
-                    result = resume(
-                        lm,
-                        clean,
-                        layer,
-                        [b for b, _ in batch],
-                        [self.specs[m] for _, m in batch],
-                        want_logprobs=self.want_logprobs,
-                        want_hidden=self.want_hidden,
-                    )
-                    stats.record(cost, rows=len(batch), tokens=clean.width, first_layer=layer, sliced_last_layer=True)
-                return result
+        def run(batch: Sequence[tuple[int, int, int]]) -> tuple[torch.Tensor | None, ...]:
+            with stats.timed(lm.device), last_layer_sliced(lm.model):
+                result = resume(
+                    lm,
+                    clean,
+                    [layer for _, _, layer in batch],
+                    [b for b, _, _ in batch],
+                    [self.specs[m] for _, m, _ in batch],
+                    want_logprobs=self.want_logprobs,
+                    want_hidden=self.want_hidden,
+                )
+            for layer in sorted({layer for _, _, layer in batch}):
+                count = sum(1 for _, _, start in batch if start == layer)
+                stats.record(
+                    cost, rows=count, tokens=clean.width, first_layer=layer, sliced_last_layer=True, forwards=0
+                )
+            stats.forwards += 1
+            stats.max_batch_rows = max(stats.max_batch_rows, len(batch))
+            return result
 
-            for batch, (logprobs, hidden) in run_in_batches(
-                pairs, self.batch_rows(clean.width), run, stats, lm.device, on_split=self._shrunk
-            ):
-                store([offsets[b] + m for b, m in batch], logprobs, hidden)
+        for batch, (logprobs, hidden) in run_in_batches(
+            pairs, self.batch_rows(clean.width), run, stats, lm.device, on_split=self._shrunk
+        ):
+            store([offsets[b] + m for b, m, _ in batch], logprobs, hidden)
 
 
 def fast_rows(

@@ -109,9 +109,12 @@ class ForwardStats:
         first_layer: int = 0,
         kept_positions: int = 1,
         sliced_last_layer: bool = False,
+        forwards: int = 1,
     ) -> None:
-        """One forward of `rows` x `tokens` through layers first_layer..L-1 (see forward_flops)."""
-        self.forwards += 1
+        """One forward of `rows` x `tokens` through layers first_layer..L-1 (see forward_flops).
+
+        forwards=0: rows that share a model call counted elsewhere (the fast engine's merged resume)."""
+        self.forwards += forwards
         self.layer_tokens += rows * tokens * (cost.num_layers - first_layer)
         self.flops += forward_flops(
             cost,

@@ -16,7 +16,13 @@ CHUNK_BYTES = 1 << 20
 
 
 def to_bytes(tensor: torch.Tensor) -> bytes:
-    return tensor.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4", copy=False).tobytes()
+    return bytes(_as_buffer(tensor))
+
+
+def _as_buffer(tensor: torch.Tensor) -> memoryview:
+    """The tensor's float32 little-endian bytes, without a copy when it is already such a CPU tensor."""
+    array = tensor.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4", copy=False)
+    return memoryview(array).cast("B")
 
 
 @dataclass
@@ -31,24 +37,40 @@ class ChunkWriter:
         self.name = name
         self.chunk_bytes = chunk_bytes
         self.offset = 0  # where the pending bytes start in the whole tensor
-        self.pending = bytearray()
+        self.pending = b""  # less than one chunk, carried to the next write
 
     def write(self, tensor: torch.Tensor) -> list[Piece]:
-        """Append the next rows; return every full chunk now available."""
-        self.pending += to_bytes(tensor)
+        """Append the next rows; return every full chunk now available.
+
+        Chunks are cut from a memoryview of the rows (one copy per chunk, into its bytes); only a
+        tail shorter than a chunk is kept, so a large block costs linear time, not quadratic."""
+        data = _as_buffer(tensor)
         pieces = []
-        while len(self.pending) >= self.chunk_bytes:
-            pieces.append(self._take(self.chunk_bytes))
+        start = 0
+        if self.pending:
+            need = self.chunk_bytes - len(self.pending)
+            if len(data) < need:
+                self.pending += bytes(data)
+                return pieces
+            pieces.append(self._piece(self.pending + bytes(data[:need])))
+            self.pending = b""
+            start = need
+        while len(data) - start >= self.chunk_bytes:
+            pieces.append(self._piece(bytes(data[start : start + self.chunk_bytes])))
+            start += self.chunk_bytes
+        self.pending = bytes(data[start:])
         return pieces
 
     def flush(self) -> list[Piece]:
         """The rest (call once, after the last rows)."""
-        return [self._take(len(self.pending))] if self.pending else []
+        if not self.pending:
+            return []
+        piece, self.pending = self._piece(self.pending), b""
+        return [piece]
 
-    def _take(self, size: int) -> Piece:
-        piece = Piece(self.name, self.offset, bytes(self.pending[:size]))
-        del self.pending[:size]
-        self.offset += size
+    def _piece(self, data: bytes) -> Piece:
+        piece = Piece(self.name, self.offset, data)
+        self.offset += len(data)
         return piece
 
 

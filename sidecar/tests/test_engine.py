@@ -71,6 +71,16 @@ def test_chunk_writer_reassembles():
     for piece in pieces:
         buffer[piece.offset : piece.offset + len(piece.data)] = piece.data
     assert torch.equal(torch.from_numpy(from_bytes(bytes(buffer), (7, 33)).copy()), tensor)
+    # writes smaller than a chunk, exactly a chunk, and many chunks at once
+    for sizes in ((1, 1, 1, 4), (5, 2), (7,)):
+        writer = ChunkWriter("t", chunk_bytes=132)
+        pieces, at = [], 0
+        for n in sizes:
+            pieces += writer.write(tensor[at : at + n])
+            at += n
+        pieces += writer.flush()
+        assert [p.offset for p in pieces] == list(range(0, 7 * 33 * 4, 132))
+        assert b"".join(p.data for p in pieces) == tensor.numpy().astype("<f4").tobytes()
 
 
 def test_generate_greedy_is_deterministic_and_batch_independent(tiny_lms):

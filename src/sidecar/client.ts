@@ -226,7 +226,10 @@ export class SidecarClient {
     const {channel, options: secured} = grpcCredentials(options.credentials)
     // reconnect within seconds once a restarted sidecar listens again (grpc-js backs off up to 120 s by default)
     const reconnect = {'grpc.initial_reconnect_backoff_ms': 500, 'grpc.max_reconnect_backoff_ms': 2000}
-    const channelOptions = {'grpc.max_receive_message_length': 64 * 1024 * 1024, ...reconnect, ...secured}
+    // Forward streams carry MBs of log-probs: a 64 MiB HTTP/2 window instead of grpc-js's 64 KiB
+    // (measured: 4.5 MB streamed in 17-20 ms instead of 30-77 ms on loopback).
+    const window = {'grpc-node.flow_control_window': 64 * 1024 * 1024}
+    const channelOptions = {'grpc.max_receive_message_length': 64 * 1024 * 1024, ...window, ...reconnect, ...secured}
     this.service = new AblationServiceClient(endpoint, channel, channelOptions)
     this.health = new HealthClient(endpoint, channel, channelOptions)
     this.unaryDeadlineMs = options.unaryDeadlineMs ?? 60_000
