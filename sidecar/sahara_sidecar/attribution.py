@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from .ablation import AblationError, _per_head, attention_modules
+from .forward import last_position_logits
 from .loading import LoadedModel
 from .memory import activation_bytes_per_row, budget_bytes, plan_batch_rows, run_in_batches
 from .prompts import left_pad
@@ -80,14 +81,7 @@ def attribute_batch(lm: LoadedModel, ids: Sequence[Sequence[int]], method: str, 
     batch = left_pad(ids, lm.pad_token_id, lm.device)
     alpha = torch.ones(len(ids), geo.num_layers, geo.num_heads, device=lm.device, requires_grad=True)
     with torch.enable_grad(), head_scales(lm.model, alpha, method, geo.num_heads):
-        out = lm.model(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids,
-            logits_to_keep=1,
-            use_cache=False,
-        )
-        logprobs = out.logits[:, -1, :].float().log_softmax(dim=-1)
+        logprobs = last_position_logits(lm, batch).float().log_softmax(dim=-1)
         top = logprobs.detach().argmax(dim=-1, keepdim=True)
         metric = logprobs.gather(1, top).sum()  # rows are independent: the sum's gradient is per row
         (grad,) = torch.autograd.grad(metric, alpha)

@@ -12,9 +12,10 @@ streamed back), and inside it per bucket of prompts of similar length (less padd
    rows' results are this pass's own last-position log-probs and final-norm hidden state;
 2. the bucket's ablated rows (prompt b, spec m) start at the first layer l where their spec
    differs from the pass they resume from; sorted by l, they run in batches that call every layer
-   once (rows starting at l join the batch at layer l, from the recorded inputs of layer l), with every batch-dimension tensor of the recorded arguments
-   indexed by row -> prompt (broadcast dimensions are kept), the spec hooks installed
-   (ablation.ablated), then the final norm and lm_head on the last position only.
+   once (rows starting at l join the batch at layer l, from the recorded inputs of layer l), with
+   every batch-dimension tensor of the recorded arguments indexed by row -> prompt (broadcast
+   dimensions are kept), the spec hooks installed (ablation.ablated), then the final norm and
+   lm_head on the last position only.
 
 Rows keep the clean pass's padding and lengths, so a resumed row computes what a full forward of
 the same padded batch computes. In every pass the last layer's o_proj and MLP run on the last
@@ -36,7 +37,7 @@ import torch
 from torch import nn
 
 from .ablation import AblationSpec, ablated, decoder_layers
-from .forward import BatchResult, capture_last_token, forward_rows
+from .forward import BatchResult, capture_last_token, forward_rows, last_position_logits
 from .loading import LoadedModel
 from .memory import activation_bytes_per_row, budget_bytes, plan_batch_rows, run_in_batches
 from .prompts import left_pad
@@ -183,14 +184,8 @@ def clean_pass(
         capture_layer_inputs(decoder_layers(lm.model), wanted) as calls,
         capture_last_token(lm.final_norm, want_hidden) as last,
     ):
-        out = lm.model(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids,
-            logits_to_keep=1,
-            use_cache=False,
-        )
-        logprobs = out.logits[:, -1, :].float().log_softmax(dim=-1).cpu() if want_logprobs else None
+        logits = last_position_logits(lm, batch)  # runs the model: the hooks capture as it goes
+        logprobs = logits.float().log_softmax(dim=-1).cpu() if want_logprobs else None
         hidden = last["last"].float().cpu() if want_hidden else None
     return CleanPass(dict(calls), len(ids), batch.input_ids.shape[1], logprobs, hidden)
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from .ablation import AblationSpec, ablated
 from .loading import LoadedModel
-from .prompts import left_pad
+from .prompts import Batch, left_pad
 from .stats import ForwardStats, model_cost
 
 
@@ -62,6 +62,18 @@ def capture_last_token(module: nn.Module, enabled: bool) -> Iterator[dict[str, t
         handle.remove()
 
 
+def last_position_logits(lm: LoadedModel, batch: Batch) -> torch.Tensor:
+    """One forward of a left-padded batch, only the last position through lm_head: logits [rows, vocab]."""
+    out = lm.model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        logits_to_keep=1,
+        use_cache=False,
+    )
+    return out.logits[:, -1, :]
+
+
 def forward_batch(
     lm: LoadedModel,
     ids: Sequence[Sequence[int]],
@@ -77,14 +89,8 @@ def forward_batch(
         ablated(lm.model, specs),
         capture_last_token(lm.final_norm, want_hidden) as captured,
     ):
-        out = lm.model(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids,
-            logits_to_keep=1,
-            use_cache=False,
-        )
-        logprobs = out.logits[:, -1, :].float().log_softmax(dim=-1).cpu() if want_logprobs else None
+        logits = last_position_logits(lm, batch)
+        logprobs = logits.float().log_softmax(dim=-1).cpu() if want_logprobs else None
         hidden = captured["last"].float().cpu() if want_hidden else None
     return logprobs, hidden
 
