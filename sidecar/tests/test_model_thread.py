@@ -75,3 +75,26 @@ def test_two_requests_interleave_step_by_step_without_running_at_once() -> None:
         caller.join()
     assert results == {"a": ["a"] * 20, "b": ["b"] * 20}
     assert overlaps == []
+
+
+def test_a_request_ends_after_its_last_item_without_waiting_behind_other_requests() -> None:
+    worker = ModelThread()
+    ran_after_last: list[bool] = []
+
+    def work() -> Iterator[int]:
+        yield 1
+        yield 2
+        ran_after_last.append(True)
+
+    steps = worker.steps(work(), last=lambda item: item == 2)
+    assert [next(steps), next(steps)] == [1, 2]
+    started, release = threading.Event(), threading.Event()
+    other = threading.Thread(target=worker.call, args=(lambda: (started.set(), release.wait(5)),))
+    other.start()
+    assert started.wait(5), "another request's step occupies the model thread"
+    with pytest.raises(StopIteration):
+        next(steps)
+    assert other.is_alive(), "the stream ended while the other step still ran: no step was queued behind it"
+    assert ran_after_last == []
+    release.set()
+    other.join()
