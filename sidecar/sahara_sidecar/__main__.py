@@ -47,6 +47,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="activation memory per forward when a request gives none (0: auto, 70%% of free GPU memory or 2 GiB)",
     )
     serve.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    serve.add_argument(
+        "--malloc",
+        choices=("reuse", "default"),
+        default="reuse",
+        help="reuse: glibc keeps freed memory for the next batch instead of new zeroed pages (allocator.py); "
+        "default: glibc's own settings",
+    )
     env = os.environ.get
     secure = serve.add_argument_group("security (required together on a non-loopback --host, unless --insecure)")
     secure.add_argument("--tls-cert", default=env("SAHARA_TLS_CERT"), help="server certificate, PEM [SAHARA_TLS_CERT]")
@@ -96,6 +103,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def serve(args: argparse.Namespace) -> int:
+    if args.malloc == "reuse":  # before torch and the model allocate anything
+        from .allocator import keep_freed_memory
+
+        keep_freed_memory()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     import torch
