@@ -1,6 +1,6 @@
 /** The bench result as a readable table (lines of text). Pure. */
 import type {Measurement} from './measure.js'
-import type {BenchResult} from './run.js'
+import type {BenchResult, Round} from './run.js'
 
 const pct = (x: number) => `${(100 * x).toFixed(1)}%`
 const secs = (x: number) => `${x.toFixed(2)} s`
@@ -31,6 +31,13 @@ function rows(label: string, naive: Measurement, fast: Measurement, peak: number
   ]
 }
 
+/** "fast / naive: 9.1x", with every round's ratio when there were several. */
+export function speedupLine(speedup: number, rounds: Round[]): string {
+  if (rounds.length < 2) return `  fast / naive: ${speedup.toFixed(1)}x`
+  const ratios = rounds.map((r) => r.speedup)
+  return `  fast / naive: ${speedup.toFixed(1)}x, the median of ${rounds.length} rounds (${Math.min(...ratios).toFixed(1)}-${Math.max(...ratios).toFixed(1)}x: ${ratios.map((x) => x.toFixed(1)).join(' ')}); the columns are that round's`
+}
+
 export function benchTable(r: BenchResult): string[] {
   const a = r.ships.agreement
   const out = [
@@ -39,12 +46,12 @@ export function benchTable(r: BenchResult): string[] {
     r.peak ? `  dense matmul peak: ${flopsText(r.peak.flops_per_second)} (${r.peak.dtype}, ${r.peak.size}x${r.peak.size})` : '  dense matmul peak: not measured (the sidecar has no MeasurePeak)',
     '',
     ...rows('Ships scan', r.ships.naive, r.ships.fast, r.peak?.flops_per_second ?? 0),
-    `  fast / naive: ${r.ships.speedup.toFixed(1)}x`,
+    speedupLine(r.ships.speedup, r.ships.rounds),
     `  agreement: KL rel. diff max ${a.kl_rel_diff_max.toExponential(2)} over KLs >= 1e-2, abs. diff max ${a.kl_abs_diff_max_below_floor.toExponential(1)} below (${a.kl_below_floor} of ${a.kl_compared});`,
     `    ${a.kl_outside_tolerance} KLs outside 1e-4 rel. + 1e-6 abs.; mean KL rel. diff max ${a.mean_kl_rel_diff_max.toExponential(2)}; top-10 ${a.top10_equal ? 'equal' : `DIFFER: naive ${a.top10.a.join(' ')} / fast ${a.top10.b.join(' ')}`}`,
     '',
     ...rows(`Sahara step (score ${r.search_score})`, r.search_step.naive, r.search_step.fast, r.peak?.flops_per_second ?? 0),
-    `  fast / naive: ${r.search_step.speedup.toFixed(1)}x`,
+    speedupLine(r.search_step.speedup, r.search_step.rounds),
     `  chosen head: naive ${r.search_step.naive.chosen}, fast ${r.search_step.fast.chosen} (${r.search_step.chosen_equal ? 'equal' : 'DIFFER'})`,
   ]
   const missing = r.ships.fast.without_stats + r.ships.naive.without_stats

@@ -3,6 +3,11 @@
  * workloads (a full Ships scan, one Sahara step), the dense-matmul peak of the same device,
  * and whether the two engines agree. Each engine first does a one-prompt warm-up scan (not
  * measured). Every run writes into its own folder under `outDir`.
+ *
+ * Rounds: on a shared machine the speed of the whole host drifts by tens of percent within a
+ * minute, so one naive run and one fast run minutes apart give a noisy ratio. Each round runs
+ * naive then fast back to back, per workload, and the ratio is taken within the round; the
+ * reported figures are those of the round with the median ratio, with every round's listed.
  */
 import {mkdirSync} from 'node:fs'
 import {join} from 'node:path'
@@ -10,7 +15,7 @@ import {join} from 'node:path'
 import type {EngineName} from '../jobs/engine.js'
 import {DType, type SidecarClient, SidecarError, type SidecarInfo, sidecarInfo} from '../sidecar/client.js'
 import {type Agreement, compareShips} from './compare.js'
-import {type Measurement, type Workload, measureSearchStep, measureShips} from './measure.js'
+import {type Measurement, type ShipsRun, type StepRun, type Workload, measureSearchStep, measureShips} from './measure.js'
 
 export const BENCH_ENGINES: readonly EngineName[] = ['naive', 'fast']
 
@@ -20,6 +25,16 @@ export interface Peak {
   size: number
   device: string
   repeats: number
+}
+
+/** One round of one workload: naive then fast, back to back. */
+export interface Round {
+  naive_wall_s: number
+  fast_wall_s: number
+  fast_compute_s: number
+  fast_overhead_share: number
+  /** naive wall / fast wall. */
+  speedup: number
 }
 
 export interface BenchResult {
@@ -40,26 +55,60 @@ export interface BenchResult {
   sidecar: SidecarInfo
   /** Null when the sidecar cannot measure it (an older sidecar: MeasurePeak unimplemented). */
   peak: Peak | null
-  ships: {naive: Measurement; fast: Measurement; speedup: number; agreement: Agreement}
-  search_step: {naive: Measurement & {chosen: string}; fast: Measurement & {chosen: string}; speedup: number; chosen_equal: boolean}
+  /** Rounds per workload (naive then fast each); naive / fast / speedup are the median round's. */
+  rounds: number
+  ships: {naive: Measurement; fast: Measurement; speedup: number; rounds: Round[]; agreement: Agreement}
+  search_step: {
+    naive: Measurement & {chosen: string}
+    fast: Measurement & {chosen: string}
+    speedup: number
+    rounds: Round[]
+    /** Every round's naive and fast runs chose the same head. */
+    chosen_equal: boolean
+  }
   /** Achieved / peak FLOP/s of the fast engine, Ships scan and Sahara step. */
   peak_fraction: {ships: number; search_step: number} | null
 }
 
 const dtypeName = (d: DType) => (DType[d] ?? String(d)).replace('DTYPE_', '').toLowerCase()
 
+interface Pair<T extends {measurement: Measurement}> {
+  naive: T
+  fast: T
+}
+
+function round(pair: Pair<{measurement: Measurement}>): Round {
+  const naive = pair.naive.measurement
+  const fast = pair.fast.measurement
+  return {
+    naive_wall_s: naive.wall_s,
+    fast_wall_s: fast.wall_s,
+    fast_compute_s: fast.compute_s,
+    fast_overhead_share: fast.overhead_share,
+    speedup: naive.wall_s / fast.wall_s,
+  }
+}
+
+/** The pair whose speed-up is the median (the lower middle one for an even count: a real round). */
+export function medianPair<T extends {measurement: Measurement}>(pairs: Pair<T>[]): Pair<T> {
+  const byRatio = [...pairs].sort((a, b) => round(a).speedup - round(b).speedup)
+  return byRatio[Math.floor((byRatio.length - 1) / 2)]
+}
+
 export async function runBench(
   client: SidecarClient,
   work: Workload,
   outDir: string,
   log: (m: string) => void,
-  /** Phases done of 5 (peak, then a Ships scan and a Sahara step per engine), fractions within one. */
+  /** Phases done of 1 + 4 x rounds (peak, then a Ships scan and a Sahara step per engine and round), fractions within one. */
   progress?: (done: number, total: number, what: string) => void,
+  rounds = 1,
 ): Promise<BenchResult> {
+  if (!Number.isSafeInteger(rounds) || rounds < 1) throw new RangeError(`bench: rounds must be a positive integer, got ${rounds}`)
   const facts = await client.describe()
   mkdirSync(outDir, {recursive: true})
   const quiet = () => {}
-  const phases = 1 + 2 * BENCH_ENGINES.length
+  const phases = 1 + 2 * BENCH_ENGINES.length * rounds
   let phase = 0
   const ctx = (name: string) => {
     const at = phase
@@ -82,26 +131,36 @@ export async function runBench(
 
   progress?.(++phase, phases, 'peak measured')
 
-  const ships = new Map<EngineName, Awaited<ReturnType<typeof measureShips>>>()
-  const steps = new Map<EngineName, Awaited<ReturnType<typeof measureSearchStep>>>()
-  for (const engine of BENCH_ENGINES) {
-    await measureShips({...work, prompts: 1}, engine, ctx(`warmup-${engine}`))
-    log(`${engine}: Ships scan (${facts.numLayers * facts.numHeads} heads x ${work.prompts} prompts) ...`)
-    const s = await measureShips(work, engine, ctx(`ships-${engine}`))
-    ships.set(engine, s)
-    progress?.(++phase, phases, `${engine}: Ships scan done`)
-    log(`  ${s.measurement.wall_s.toFixed(2)} s, ${s.measurement.heads_x_prompts_per_s.toFixed(1)} heads x prompts/s`)
-    log(`${engine}: one Sahara step (score ${work.score}) ...`)
-    const step = await measureSearchStep(work, engine, ctx(`search-${engine}`))
-    steps.set(engine, step)
-    progress?.(++phase, phases, `${engine}: Sahara step done`)
-    log(`  ${step.measurement.wall_s.toFixed(2)} s, chose ${step.chosen}`)
+  for (const engine of BENCH_ENGINES) await measureShips({...work, prompts: 1}, engine, ctx(`warmup-${engine}`))
+  const ships: Pair<ShipsRun>[] = []
+  const steps: Pair<StepRun>[] = []
+  for (let r = 1; r <= rounds; r++) {
+    const tag = rounds > 1 ? ` (round ${r} of ${rounds})` : ''
+    const suffix = rounds > 1 ? `-${r}` : ''
+    const shipsPair: Partial<Pair<ShipsRun>> = {}
+    for (const engine of BENCH_ENGINES) {
+      log(`${engine}: Ships scan (${facts.numLayers * facts.numHeads} heads x ${work.prompts} prompts)${tag} ...`)
+      const s = await measureShips(work, engine, ctx(`ships-${engine}${suffix}`))
+      shipsPair[engine] = s
+      progress?.(++phase, phases, `${engine}: Ships scan done${tag}`)
+      log(`  ${s.measurement.wall_s.toFixed(2)} s, ${s.measurement.heads_x_prompts_per_s.toFixed(1)} heads x prompts/s`)
+    }
+
+    ships.push(shipsPair as Pair<ShipsRun>)
+    const stepPair: Partial<Pair<StepRun>> = {}
+    for (const engine of BENCH_ENGINES) {
+      log(`${engine}: one Sahara step (score ${work.score})${tag} ...`)
+      const step = await measureSearchStep(work, engine, ctx(`search-${engine}${suffix}`))
+      stepPair[engine] = step
+      progress?.(++phase, phases, `${engine}: Sahara step done${tag}`)
+      log(`  ${step.measurement.wall_s.toFixed(2)} s, chose ${step.chosen}`)
+    }
+
+    steps.push(stepPair as Pair<StepRun>)
   }
 
-  const naive = ships.get('naive')!
-  const fast = ships.get('fast')!
-  const stepNaive = steps.get('naive')!
-  const stepFast = steps.get('fast')!
+  const {naive, fast} = medianPair(ships)
+  const {naive: stepNaive, fast: stepFast} = medianPair(steps)
   const fraction = (m: Measurement) => (peak && peak.flops_per_second > 0 ? m.flops_per_s / peak.flops_per_second : 0)
   return {
     kind: 'bench',
@@ -120,12 +179,14 @@ export async function runBench(
     search_score: work.score,
     sidecar: sidecarInfo(client.endpoint, facts),
     peak,
-    ships: {naive: naive.measurement, fast: fast.measurement, speedup: naive.measurement.wall_s / fast.measurement.wall_s, agreement: compareShips(naive, fast)},
+    rounds,
+    ships: {naive: naive.measurement, fast: fast.measurement, speedup: round({naive, fast}).speedup, rounds: ships.map(round), agreement: compareShips(naive, fast)},
     search_step: {
       naive: {...stepNaive.measurement, chosen: stepNaive.chosen},
       fast: {...stepFast.measurement, chosen: stepFast.chosen},
-      speedup: stepNaive.measurement.wall_s / stepFast.measurement.wall_s,
-      chosen_equal: stepNaive.chosen === stepFast.chosen,
+      speedup: round({naive: stepNaive, fast: stepFast}).speedup,
+      rounds: steps.map(round),
+      chosen_equal: steps.every((pair) => pair.naive.chosen === pair.fast.chosen),
     },
     peak_fraction: peak ? {ships: fraction(fast.measurement), search_step: fraction(stepFast.measurement)} : null,
   }

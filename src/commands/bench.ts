@@ -22,6 +22,7 @@ chosen head). docs/PERFORMANCE.md has the figures and how to reproduce them.`
   static override examples = [
     '<%= config.bin %> bench',
     '<%= config.bin %> bench --model organism --dataset jailbreakbench --json',
+    '<%= config.bin %> bench --rounds 5',
     '<%= config.bin %> bench --model runs/random-llama-100m --prompts 8',
   ]
 
@@ -34,6 +35,12 @@ chosen head). docs/PERFORMANCE.md has the figures and how to reproduce them.`
     template: ablationFlags.template,
     'memory-budget': Flags.string({description: 'GiB per forward for the fast engine, or auto', default: 'auto', helpValue: 'GIB'}),
     'search-score': Flags.string({description: 'the Sahara step\'s score', options: [...SCORES], default: 'angles'}),
+    rounds: Flags.integer({
+      char: 'r',
+      description: 'measure each workload this many times, naive then fast back to back, and report the round with the median ratio (a shared machine\'s speed drifts)',
+      default: 1,
+      min: 1,
+    }),
     out: Flags.string({char: 'o', description: 'keep every run\'s output in this folder (default: a temporary folder, removed)'}),
     ...sidecarFlags,
   }
@@ -65,6 +72,7 @@ chosen head). docs/PERFORMANCE.md has the figures and how to reproduce them.`
           outDir,
           log,
           (d, t, what) => this.advance(d, t, what, 'phases'),
+          flags.rounds,
         ),
       )
     } catch (error) {

@@ -115,9 +115,9 @@ describe.skipIf(skipIntegration)('fast and naive engines (real sidecar)', {timeo
     })
   }
 
-  it('sahara bench --json on a tiny model: both engines, the split, the peak, agreement', async () => {
+  it('sahara bench --json on a tiny model: both engines, the split, the peak, agreement, rounds', async () => {
     const model = join(dir, 'tiny-llama')
-    const result = await cli(['bench', '--model', model, '--dataset', prompts, '--prompts', '3', '--json'], {timeoutMs: 600_000})
+    const result = await cli(['bench', '--model', model, '--dataset', prompts, '--prompts', '3', '--rounds', '2', '--json'], {timeoutMs: 600_000})
     expect(result.exitCode, result.stderr).toBe(0)
     const bench = JSON.parse(result.stdout) as BenchResult
     expect(bench).toMatchObject({kind: 'bench', family: 'llama', num_layers: 3, num_heads: 4, prompts: 3, dataset: 'prompts', method: 'ua'})
@@ -131,7 +131,14 @@ describe.skipIf(skipIntegration)('fast and naive engines (real sidecar)', {timeo
       }
 
       expect(workload.speedup).toBeGreaterThan(0)
+      expect(workload.rounds).toHaveLength(2)
+      // the reported runs are one round's: the lower of the two ratios (the lower middle of an even count)
+      expect(workload.speedup).toBe(Math.min(...workload.rounds.map((r) => r.speedup)))
+      const reported = workload.rounds.find((r) => r.speedup === workload.speedup)!
+      expect([reported.naive_wall_s, reported.fast_wall_s]).toEqual([workload.naive.wall_s, workload.fast.wall_s])
     }
+
+    expect(bench.rounds).toBe(2)
 
     expect(bench.ships.agreement.kl_rel_diff_max).toBeLessThanOrEqual(1e-4)
     expect(bench.ships.agreement.kl_outside_tolerance).toBe(0)
