@@ -1,32 +1,34 @@
-"""The fast engine: many specs per forward, each row resumed from the cached clean residual stream.
+"""The fast engine: many specs per forward, each row resumed where its ablation first acts.
 
 An ablation whose first head is in layer l leaves the inputs of layers 0..l exactly as in the
 clean model (hooks act inside layer l and above). Likewise a spec G + {h} agrees below h's layer
 with the model that has G ablated (a Sahara step: every spec shares the group G), so such rows
-resume from a G-ablated pass instead (common_base). So, per block of prompts (consecutive, the unit
+resume from a G-ablated row instead (common_base). So, per block of prompts (consecutive, the unit
 streamed back), and inside it per bucket of prompts of similar length (less padding):
 
-1. one clean (or G-ablated) forward of the bucket (left padded), with a forward pre-hook on every
-   decoder layer that records the layer's input hidden state [B, T, d] and the other arguments
-   the decoder passed it (attention mask, position embeddings, position ids, ...). The clean
-   rows' results are this pass's own last-position log-probs and final-norm hidden state;
-2. the bucket's ablated rows (prompt b, spec m) start at the first layer l where their spec
-   differs from the pass they resume from; sorted by l, they run in batches that call every layer
-   once (rows starting at l join the batch at layer l, from the recorded inputs of layer l), with
-   every batch-dimension tensor of the recorded arguments indexed by row -> prompt (broadcast
-   dimensions are kept), the spec hooks installed (ablation.ablated), then the final norm and
-   lm_head on the last position only.
+1. one model call on the bucket (left padded) with every decoder layer short-circuited, that only
+   records what the decoder passes each layer besides the hidden state (attention mask, position
+   embeddings, position ids, ...) and layer 0's input (the embeddings); no layer is computed.
+2. one batch runs every layer once: first a base row per prompt (the clean model, or G ablated)
+   from the embeddings, then the ablated rows (prompt b, spec m) sorted by the layer l where
+   their spec first differs from the base; they join the batch at layer l with their prompt's
+   base row's input of layer l, copied from that row within the same batch. Every batch-dimension
+   tensor of the recorded arguments is indexed by row -> prompt (broadcast dimensions are kept),
+   the spec hooks are installed (ablation.ablated), then the final norm and lm_head run on the
+   last position only. The base rows' own results are the clean (or G-ablated) rows.
 
-Rows keep the clean pass's padding and lengths, so a resumed row computes what a full forward of
-the same padded batch computes. In every pass the last layer's o_proj and MLP run on the last
-position only (last_layer_sliced), the only position whose output is read. Per-family forward
-code is not needed: whatever the decoder passes its layers is replayed. Results stream per block,
-in row order (r = n*M + m).
+Rows keep the bucket's padding and lengths, so a resumed row computes what a full forward of
+the same padded batch computes. The last layer's o_proj and MLP run on the last position only
+(last_layer_sliced), the only position whose output is read. Per-family forward code is not
+needed: whatever the decoder passes its layers is replayed; the one assumption is that those
+arguments do not depend on earlier layers' outputs (true of masks, positions and caches in every
+family transformers has). Results stream per block, in row order (r = n*M + m).
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import itertools
 import math
 from collections.abc import Iterator, Sequence
@@ -37,7 +39,7 @@ import torch
 from torch import nn
 
 from .ablation import AblationSpec, ablated, decoder_layers
-from .forward import BatchResult, capture_last_token, forward_rows, last_position_logits
+from .forward import BatchResult, forward_rows, last_position_logits
 from .loading import LoadedModel
 from .memory import activation_bytes_per_row, budget_bytes, plan_batch_rows, run_in_batches
 from .prompts import left_pad
@@ -45,7 +47,6 @@ from .stats import ForwardStats, ModelCost, model_cost
 
 REUSABLE_ATTENTION = ("eager", "sdpa")  # masks are plain tensors that can be indexed by row
 OUTPUT_BUFFER_BYTES = 1 << 30  # host memory for one block's results before they are streamed
-CACHE_SHARE = 4  # the clean-pass cache may take 1/CACHE_SHARE of the memory budget
 # Rows per forward worth filling before padding costs more than it saves (a CPU is efficient at
 # small batches already; a GPU needs large ones).
 MIN_EFFICIENT_ROWS = {"cpu": 64, "cuda": 256}
@@ -53,20 +54,20 @@ MIN_EFFICIENT_ROWS = {"cpu": 64, "cuda": 256}
 
 @dataclass
 class LayerCall:
-    """What the decoder passed one layer in the clean pass."""
+    """What the decoder passed one layer."""
 
-    hidden: torch.Tensor | None  # [B, T, d], the layer's input residual stream (start layers only)
+    hidden: torch.Tensor | None  # [B, T, d], the layer's input residual stream (where wanted)
     args: tuple[object, ...]  # further positional arguments
     kwargs: dict[str, object]
 
 
 @dataclass
-class CleanPass:
-    calls: dict[int, LayerCall]  # every layer; hidden kept only where some spec starts
+class RecordedArgs:
+    """What the decoder passes its layers for one bucket of prompts."""
+
+    calls: dict[int, LayerCall]  # every layer; hidden only for layer 0 (the embeddings)
     prompts: int  # B
     width: int  # T, padded
-    logprobs: torch.Tensor | None  # [B, vocab] float32, cpu
-    hidden: torch.Tensor | None  # [B, hidden] float32, cpu
 
 
 def first_layer(spec: AblationSpec) -> int | None:
@@ -167,27 +168,49 @@ def last_layer_sliced(model: nn.Module) -> Iterator[None]:
             handle.remove()
 
 
-def clean_pass(
-    lm: LoadedModel,
-    ids: Sequence[Sequence[int]],
-    wanted: set[int],
-    *,
-    want_logprobs: bool,
-    want_hidden: bool,
-    base: AblationSpec | None = None,
-) -> CleanPass:
-    """The pass rows resume from: the clean model, or the model with `base` ablated in every row."""
+class _Recorded(Exception):
+    """Raised by the last short-circuited layer: every layer's arguments are recorded."""
+
+
+def _pass_through(hidden: torch.Tensor, *_args: object, **_kwargs: object) -> torch.Tensor:
+    return hidden
+
+
+def _stop(*_args: object, **_kwargs: object) -> torch.Tensor:
+    raise _Recorded
+
+
+@contextmanager
+def layers_short_circuited(layers: Sequence[nn.Module]) -> Iterator[None]:
+    """Every decoder layer returns its input unchanged (its pre-hooks still run); the last raises
+    _Recorded, so the model call ends there. Instance-level forwards (e.g. accelerate's) are restored."""
+    saved = [layer.__dict__.get("forward") for layer in layers]
+    try:
+        for index, layer in enumerate(layers):
+            layer.forward = _stop if index == len(layers) - 1 else _pass_through
+        yield
+    finally:
+        for layer, forward in zip(layers, saved, strict=True):
+            if forward is None:
+                del layer.forward
+            else:
+                layer.forward = forward
+
+
+def record_layer_args(lm: LoadedModel, ids: Sequence[Sequence[int]]) -> RecordedArgs:
+    """The arguments of every decoder layer for this left-padded batch, without computing any layer."""
     batch = left_pad(ids, lm.pad_token_id, lm.device)
+    layers = decoder_layers(lm.model)
     with (
         torch.inference_mode(),
-        ablated(lm.model, [base] * len(ids) if base is not None else []),
-        capture_layer_inputs(decoder_layers(lm.model), wanted) as calls,
-        capture_last_token(lm.final_norm, want_hidden) as last,
+        capture_layer_inputs(layers, {0}) as calls,
+        layers_short_circuited(layers),
+        contextlib.suppress(_Recorded),
     ):
-        logits = last_position_logits(lm, batch)  # runs the model: the hooks capture as it goes
-        logprobs = logits.float().log_softmax(dim=-1).cpu() if want_logprobs else None
-        hidden = last["last"].float().cpu() if want_hidden else None
-    return CleanPass(dict(calls), len(ids), batch.input_ids.shape[1], logprobs, hidden)
+        last_position_logits(lm, batch)
+    if len(calls) != len(layers):
+        raise RuntimeError(f"the decoder called {len(calls)} of its {len(layers)} layers; the fast engine needs all")
+    return RecordedArgs(dict(calls), len(ids), batch.input_ids.shape[1])
 
 
 class _RowSelector:
@@ -245,31 +268,38 @@ def _prefix(value: object, selected: set[int], rows: int) -> object:
 
 def resume(
     lm: LoadedModel,
-    clean: CleanPass,
+    recorded: RecordedArgs,
     starts: Sequence[int],
     prompts: Sequence[int],
     specs: Sequence[AblationSpec],
     *,
+    base_rows: int = 0,
     want_logprobs: bool,
     want_hidden: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Rows (prompts[i], specs[i]), each from the clean pass's input of layer starts[i], through the
-    last layer: one batch per layer, rows sorted by start layer (non-decreasing), so that the rows
-    of layer l are a prefix of the batch: the rows that started below l, joined by those that start
-    at l (taken from the recorded inputs of layer l). Every layer thus runs once, on all the rows
-    that need it, whatever their start; each row's values are those of running it alone from its
-    start layer."""
+    """Rows (prompts[i], specs[i]), each from the recorded input of layer starts[i] of its prompt,
+    through the last layer: one batch per layer, rows sorted by start layer (non-decreasing), so
+    that the rows of layer l are a prefix of the batch: the rows that started below l, joined by
+    those that start at l. Every layer thus runs once, on all the rows that need it; each row's
+    values are those of running it alone from its start layer.
+
+    The first `base_rows` rows (start 0) are base rows: at every layer whose recorded input is a
+    tensor to fill, their input is written there (by prompt) before any row joins at that layer,
+    so later rows, in this batch or the next, start from it."""
     if any(a > b for a, b in itertools.pairwise(starts)):
         raise ValueError("resume: rows must be sorted by start layer")
+    if any(start != 0 for start in starts[:base_rows]):
+        raise ValueError("resume: base rows start at layer 0")
     layers = decoder_layers(lm.model)
     index = torch.tensor(list(prompts), dtype=torch.long, device=lm.device)
-    select = _RowSelector(clean.prompts, index)
-    first = starts[0]
+    select = _RowSelector(recorded.prompts, index)
     hidden: torch.Tensor | None = None
     with torch.inference_mode():
-        for i in range(first, len(layers)):
-            call = clean.calls[i]
+        for i in range(starts[0], len(layers)):
+            call = recorded.calls[i]
             args, kwargs = select(call.args), select(call.kwargs)
+            if base_rows and i > 0 and call.hidden is not None:
+                call.hidden.index_copy_(0, index[:base_rows], hidden[:base_rows])
             done = 0 if hidden is None else hidden.shape[0]
             rows = bisect.bisect_right(starts, i)
             if rows > done:  # rows that start at this layer join the batch
@@ -288,9 +318,9 @@ def resume(
 class FastEngine:
     """One Forward call of the fast engine (see the module docstring).
 
-    Blocks are consecutive prompts (the unit streamed back, sized by the output buffer and the
-    clean-pass cache); inside a block, prompts are sorted by length into buckets of about
-    `bucket_prompts`, one clean pass each, so that padding stays small.
+    Blocks are consecutive prompts (the unit streamed back, sized by the output buffer); inside a
+    block, prompts are sorted by length into buckets of about `bucket_prompts`, one recording call
+    and one batch of rows (or more, if they do not fit) each, so that padding stays small.
     """
 
     def __init__(
@@ -332,23 +362,20 @@ class FastEngine:
         return min(rows, self.oom_rows) if self.oom_rows else rows
 
     def block_prompts(self) -> int:
-        """Prompts per block: within the clean-pass cache share of the budget and the output buffer."""
-        width = max(len(ids) for ids in self.prompt_ids)
+        """Prompts per block: the block's results fit the output buffer."""
         cost = self.cost
-        cache_per_prompt = (len(self.groups) + len(self.used_bases)) * width * cost.hidden_size * cost.dtype_bytes
-        by_cache = (self.budget // CACHE_SHARE) // max(1, cache_per_prompt)
         widths = (cost.vocab_size if self.want_logprobs else 0) + (cost.hidden_size if self.want_hidden else 0)
         by_output = OUTPUT_BUFFER_BYTES // max(1, len(self.specs) * widths * 4)
-        return max(1, min(by_cache, by_output, len(self.prompt_ids)))
+        return max(1, min(by_output, len(self.prompt_ids)))
 
     def bucket_prompts(self, tokens: int) -> int:
-        """Prompts per clean pass: enough that the resumed rows of a bucket (every start layer
-        together: each layer runs once on all the rows that need it) fill a batch of rows (up to
-        MIN_EFFICIENT_ROWS), and no more than one batch of rows for the clean pass itself. Fewer
-        prompts per bucket means less padding (prompts are sorted by length)."""
+        """Prompts per bucket: enough that its rows (a base row per prompt and the resumed rows of
+        every start layer together: each layer runs once on all the rows that need it) fill a batch
+        (up to MIN_EFFICIENT_ROWS), and no more than one batch of base rows. Fewer prompts per
+        bucket means less padding (prompts are sorted by length)."""
         rows = self.batch_rows(tokens)
         target = MIN_EFFICIENT_ROWS.get(self.lm.device.type, MIN_EFFICIENT_ROWS["cpu"])
-        return max(1, min(rows, math.ceil(min(rows, target) / self.resumed_specs)))
+        return max(1, min(rows, math.ceil(min(rows, target) / (self.resumed_specs + 1))))
 
     def buckets(self, block: Sequence[int]) -> list[list[int]]:
         """Positions in `block`, sorted by prompt length, cut into buckets (a short tail joins the last)."""
@@ -388,59 +415,69 @@ class FastEngine:
         return out_lp, out_hid
 
     def run_bucket(self, prompts: list[int], bases: list[int], store) -> None:
-        """Per base: one pass of `prompts`, then every row resumed from it; results go to
+        """Per base: its rows and every row resumed from it; results go to
         store(rows, logprobs, hidden) at row bases[i] + m of the block buffer."""
         for base in self.used_bases:
             self.run_base(base, prompts, bases, store)
 
     def run_base(self, base: int, prompts: list[int], offsets: list[int], store) -> None:
         lm, cost, stats = self.lm, self.cost, self.stats
-        starts = {layer for b, layer in self.groups if b == base}
         spec = self.bases[base]
-        with stats.timed(lm.device), last_layer_sliced(lm.model):
-            clean = clean_pass(
-                lm,
-                [self.prompt_ids[n] for n in prompts],
-                starts,
-                want_logprobs=self.want_logprobs,
-                want_hidden=self.want_hidden,
-                base=None if spec.is_clean else spec,
-            )
-            stats.record(cost, rows=len(prompts), tokens=clean.width, sliced_last_layer=True)
-        for m, (b, start) in enumerate(self.plan):
-            if b == base and start is None:
-                store([offset + m for offset in offsets], clean.logprobs, clean.hidden)
-        # Every resumed row of this base, sorted by start layer: a batch runs each layer once (resume).
-        pairs = [
-            (b, m, layer) for layer in sorted(starts) for b in range(len(prompts)) for m in self.groups[(base, layer)]
-        ]
-        if not pairs:
-            return
+        with stats.timed(lm.device):
+            recorded = record_layer_args(lm, [self.prompt_ids[n] for n in prompts])
+        stats.forwards += 1
+        width = recorded.width
+        own = [m for m, (b, start) in enumerate(self.plan) if b == base and start is None]  # the base's own rows
+        starts = sorted(layer for b, layer in self.groups if b == base)
+        # The inputs resumed rows start from: layer 0's are the embeddings; those of later start
+        # layers are written by the base rows as they pass (resume), before any row needs them.
+        shape = recorded.calls[0].hidden.shape
+        for layer in starts:
+            if layer > 0:
+                recorded.calls[layer].hidden = recorded.calls[0].hidden.new_empty(shape)
+        # Work items (prompt, spec or None for the prompt's base row, start layer): every base row
+        # first (whenever one is wanted or copied from), then the resumed rows sorted by start
+        # layer, so that each batch runs each layer once (resume) and no row comes before its base.
+        with_base = bool(own) or any(layer > 0 for layer in starts)
+        items: list[tuple[int, int | None, int]] = [(b, None, 0) for b in range(len(prompts))] if with_base else []
+        items += [(b, m, layer) for layer in starts for b in range(len(prompts)) for m in self.groups[(base, layer)]]
 
-        def run(batch: Sequence[tuple[int, int, int]]) -> tuple[torch.Tensor | None, ...]:
+        def run(batch: Sequence[tuple[int, int | None, int]]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+            based = sum(1 for _, m, _ in batch if m is None)
             with stats.timed(lm.device), last_layer_sliced(lm.model):
                 result = resume(
                     lm,
-                    clean,
+                    recorded,
                     [layer for _, _, layer in batch],
                     [b for b, _, _ in batch],
-                    [self.specs[m] for _, m, _ in batch],
+                    [spec if m is None else self.specs[m] for _, m, _ in batch],
+                    base_rows=based,
                     want_logprobs=self.want_logprobs,
                     want_hidden=self.want_hidden,
                 )
             for layer in sorted({layer for _, _, layer in batch}):
                 count = sum(1 for _, _, start in batch if start == layer)
-                stats.record(
-                    cost, rows=count, tokens=clean.width, first_layer=layer, sliced_last_layer=True, forwards=0
-                )
+                stats.record(cost, rows=count, tokens=width, first_layer=layer, sliced_last_layer=True, forwards=0)
             stats.forwards += 1
             stats.max_batch_rows = max(stats.max_batch_rows, len(batch))
             return result
 
         for batch, (logprobs, hidden) in run_in_batches(
-            pairs, self.batch_rows(clean.width), run, stats, lm.device, on_split=self._shrunk
+            items, self.batch_rows(width), run, stats, lm.device, self._shrunk
         ):
-            store([offsets[b] + m for b, m, _ in batch], logprobs, hidden)
+            rows = [i for i, (_, m, _) in enumerate(batch) if m is None]
+            for m in own:
+                store(
+                    [offsets[b] + m for b, mm, _ in batch if mm is None],
+                    None if logprobs is None else logprobs[rows],
+                    None if hidden is None else hidden[rows],
+                )
+            rows = [i for i, (_, m, _) in enumerate(batch) if m is not None]
+            store(
+                [offsets[b] + m for b, m, _ in batch if m is not None],
+                None if logprobs is None else logprobs[rows],
+                None if hidden is None else hidden[rows],
+            )
 
 
 def fast_rows(

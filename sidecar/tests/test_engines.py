@@ -135,11 +135,11 @@ def test_common_base_needs_same_method_and_shared_heads():
     assert fast.common_base([AblationSpec(), AblationSpec((b, a), "sc", 0.0)]) == AblationSpec((a, b), "sc", 0.0)
 
 
-def test_only_clean_specs_is_one_pass_per_bucket(tiny_lms):
+def test_only_clean_specs_is_one_recording_call_and_one_batch_per_bucket(tiny_lms):
     lm = tiny_lms["mistral"]
     ids = encode(PROMPTS, "paper", lm.tokenizer)
     lp, _, stats = run(lm, ids, [AblationSpec(), AblationSpec()], "fast")
-    assert stats.forwards == 1 and stats.rows == 2 * len(ids)
+    assert stats.forwards == 2 and stats.rows == 2 * len(ids) and stats.max_batch_rows == len(ids)
     torch.testing.assert_close(lp[:, 0], lp[:, 1], atol=0, rtol=0)
 
 
@@ -151,10 +151,10 @@ def test_fast_survives_out_of_memory(tiny_lms, monkeypatch):
     ref_lp, ref_hid, _ = run(lm, ids, specs, "fast")
     real_resume = fast.resume
 
-    def small_memory(lm_, clean, starts, prompts, specs_, **kwargs):
+    def small_memory(lm_, recorded, starts, prompts, *rest, **kwargs):
         if len(prompts) > 4:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
-        return real_resume(lm_, clean, starts, prompts, specs_, **kwargs)
+        return real_resume(lm_, recorded, starts, prompts, *rest, **kwargs)
 
     monkeypatch.setattr(fast, "resume", small_memory)
     lp, hid, stats = run(lm, ids, specs, "fast")
