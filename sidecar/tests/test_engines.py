@@ -96,14 +96,38 @@ def test_fast_with_small_batches_and_one_prompt(tiny_lms, family):
     ids = encode(PROMPTS, "paper", lm.tokenizer)
     specs = scan_specs(lm, "sc", 0.0)
     ref_lp, ref_hid, _ = run(lm, ids, specs, "full", max_batch_rows=64)
+    # len(specs) rows = a base row and the resumed rows of a one-prompt bucket, one batch; 1, 3 and
+    # 7 rows also make one-prompt buckets (same padding) but split each over several batches.
+    _, _, one_batch = run(lm, ids, specs, "fast", max_batch_rows=len(specs))
+    assert one_batch.forwards == 2 * len(ids), "a recording call and one batch per prompt"
     for rows in (1, 3, 7):
         lp, hid, stats = run(lm, ids, specs, "fast", max_batch_rows=rows)
         assert stats.max_batch_rows <= rows
+        assert stats.layer_tokens == one_batch.layer_tokens, "base rows run once, whatever the batches"
         torch.testing.assert_close(lp, ref_lp, atol=2e-5, rtol=0)
         torch.testing.assert_close(hid, ref_hid, atol=2e-5, rtol=0)
     lp, _, stats = run(lm, ids[1:2], specs, "fast")
     torch.testing.assert_close(lp[0], ref_lp[1], atol=2e-5, rtol=0)
-    assert stats.forwards == 2, "one clean pass, one resumed batch (every start layer together)"
+    assert stats.forwards == 2, "one recording call, one batch (base rows and every start layer together)"
+
+
+@pytest.mark.parametrize("layers", [(0,), (0, 2)])
+def test_fast_without_a_clean_spec(tiny_lms, layers):
+    """No clean row asked for: base rows run only where resumed rows start from them, so none when
+    every spec starts at layer 0 (those start from the embeddings)."""
+    lm = tiny_lms["llama"]
+    ids = encode(PROMPTS, "paper", lm.tokenizer)
+    specs = [AblationSpec(((layer, head),), "ua", 1e-5) for layer in layers for head in range(4)]
+    ref_lp, ref_hid, _ = run(lm, ids, specs, "full")
+    lp, hid, stats = run(lm, ids, specs, "fast")
+    torch.testing.assert_close(lp, ref_lp, atol=2e-5, rtol=0)
+    torch.testing.assert_close(hid, ref_hid, atol=2e-5, rtol=0)
+    clean_lp, _, with_clean = run(lm, ids, [AblationSpec(), *specs], "fast")
+    torch.testing.assert_close(clean_lp[:, 1:], lp, atol=2e-5, rtol=0)
+    if layers == (0,):  # the clean rows are one more row per prompt, through every layer like the 4 specs
+        assert with_clean.layer_tokens - stats.layer_tokens == stats.layer_tokens // 4
+    else:  # the base rows ran anyway, for the rows starting at layer 2
+        assert with_clean.layer_tokens == stats.layer_tokens
 
 
 @pytest.mark.parametrize("family", FAMILIES)
