@@ -1,4 +1,4 @@
-"""The fast engine (clean-pass reuse) against the naive engine (one forward per row) and the
+"""The fast engine (each row resumed from its base row) against the naive engine (one forward per row) and the
 full-forward batched path: same log-probs and hidden states, same Ships KL, same top-10; and the
 stats each reports."""
 

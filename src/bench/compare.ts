@@ -1,7 +1,8 @@
 /**
  * Do two engines give the same science? For Ships: the largest relative difference of any
  * (query, head) KL and of any head's mean KL, and whether the top-10 rankings are identical;
- * for a Sahara step: whether the same head is chosen. Pure functions.
+ * for a Sahara step: every head's score, and whether the same head is chosen, or two heads
+ * whose scores are equal within the tolerance (a tie the float noise decides). Pure functions.
  *
  * Float32 log-probs from differently shaped forwards (batched and padded, or one unpadded
  * prompt) differ by ~1e-7 relative, which puts an absolute noise of ~1e-7..1e-6 on every KL
@@ -79,6 +80,52 @@ export function compareShips(
     kl_compared: compared,
     top10_equal: topA.length === topB.length && topA.every((h, i) => h === topB[i]),
     top10: {a: topA, b: topB},
+  }
+}
+
+export interface StepAgreement {
+  /** max over heads of |a - b| (degrees for angles, nats for kl). */
+  score_abs_diff_max: number
+  /** Heads whose scores differ by more than 1e-4·max(|a|, |b|) + the absolute tolerance of the score. */
+  scores_outside_tolerance: number
+  scores_compared: number
+  chosen_equal: boolean
+  /** The same head, or two heads whose scores are within the tolerance of each other under both engines. */
+  chosen_agree: boolean
+}
+
+/**
+ * Absolute tolerance per step score: 1e-6 for a mean KL (as Ships); 1e-4 degrees for angles,
+ * about 10x the angle float32 hidden states give a head that changes nothing (~1e-5 degrees
+ * on a random model, where UA barely changes near-uniform attention).
+ */
+export const STEP_ABS_TOLERANCE = {angles: 1e-4, kl: KL_ABS_TOLERANCE} as const
+
+const within = (x: number, y: number, abs: number) => Math.abs(x - y) <= KL_REL_TOLERANCE * Math.max(Math.abs(x), Math.abs(y)) + abs
+
+export function compareStep(
+  a: {chosen: string; scores: Map<string, number>},
+  b: {chosen: string; scores: Map<string, number>},
+  kind: keyof typeof STEP_ABS_TOLERANCE,
+): StepAgreement {
+  const abs = STEP_ABS_TOLERANCE[kind]
+  let diff = 0
+  let outside = 0
+  for (const [head, x] of a.scores) {
+    const y = b.scores.get(head) ?? Number.NaN
+    const d = Math.abs(x - y)
+    diff = Number.isNaN(d) ? Number.POSITIVE_INFINITY : Math.max(diff, d)
+    if (!within(x, y, abs)) outside++
+  }
+
+  const tie = (scores: Map<string, number>) => within(scores.get(a.chosen) ?? Number.NaN, scores.get(b.chosen) ?? Number.NaN, abs)
+  const equal = a.chosen === b.chosen
+  return {
+    score_abs_diff_max: diff,
+    scores_outside_tolerance: outside + Math.max(0, b.scores.size - a.scores.size),
+    scores_compared: a.scores.size,
+    chosen_equal: equal,
+    chosen_agree: equal || (tie(a.scores) && tie(b.scores)),
   }
 }
 

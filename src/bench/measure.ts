@@ -14,7 +14,7 @@ import {join} from 'node:path'
 import type {Dataset} from '../data/datasets.js'
 import type {EngineName} from '../jobs/engine.js'
 import type {RunContext} from '../jobs/registry.js'
-import {type ScoreKind, runSearch} from '../jobs/search.js'
+import {type ScoreKind, type StepLine, runSearch, scoreOf} from '../jobs/search.js'
 import {type Method, type ShipsQueryLine, type Template, runShips} from '../jobs/ships.js'
 import type {ResolvedModel} from '../models.js'
 import {formatHead} from '../science/heads.js'
@@ -135,6 +135,8 @@ export interface StepRun {
   measurement: Measurement
   chosen: string
   score: number
+  /** Every candidate head's score (degrees for angles, nats for kl), by head name. */
+  scores: Map<string, number>
 }
 
 /** One Sahara step (every head scored, empty group; the clean pass included) into `outDir`, on one engine. */
@@ -160,9 +162,11 @@ export async function measureSearchStep(work: Workload, engine: EngineName, cont
   )
   const t = summary.timings
   const heads = summary.num_layers * summary.num_heads
+  const line = JSON.parse(readFileSync(join(context.outDir, 'search.jsonl'), 'utf8').split('\n')[0]) as StepLine
   return {
     measurement: measurement(engine, heads, summary.n_queries, t.total_s - t.describe_s, {idle_s: t.sidecar_idle_s, total_s: t.score_s}, t.sidecar_stats),
     chosen: formatHead(summary.steps[0].head),
     score: summary.steps[0].score,
+    scores: new Map(line.scores.map((e) => [formatHead(e), scoreOf(e, work.score)])),
   }
 }

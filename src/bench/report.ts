@@ -38,6 +38,13 @@ export function speedupLine(speedup: number, rounds: Round[]): string {
   return `  fast / naive: ${speedup.toFixed(1)}x, the median of ${rounds.length} rounds (${Math.min(...ratios).toFixed(1)}-${Math.max(...ratios).toFixed(1)}x: ${ratios.map((x) => x.toFixed(1)).join(' ')}); the columns are that round's`
 }
 
+function stepVerdict(r: BenchResult): string {
+  const step = r.search_step
+  if (step.chosen_equal) return step.rounds.length > 1 ? 'equal in every round' : 'equal'
+  if (step.chosen_agree) return 'a tie: the heads\' scores are equal within the tolerance, so float noise picks one'
+  return 'DIFFER'
+}
+
 export function benchTable(r: BenchResult): string[] {
   const a = r.ships.agreement
   const out = [
@@ -52,7 +59,7 @@ export function benchTable(r: BenchResult): string[] {
     '',
     ...rows(`Sahara step (score ${r.search_score})`, r.search_step.naive, r.search_step.fast, r.peak?.flops_per_second ?? 0),
     speedupLine(r.search_step.speedup, r.search_step.rounds),
-    `  chosen head: naive ${r.search_step.naive.chosen}, fast ${r.search_step.fast.chosen} (${r.search_step.chosen_equal ? 'equal' : 'DIFFER'})`,
+    `  chosen head: naive ${r.search_step.naive.chosen}, fast ${r.search_step.fast.chosen} (${stepVerdict(r)}); scores: max abs. diff ${r.search_step.agreement.score_abs_diff_max.toExponential(1)}, ${r.search_step.agreement.scores_outside_tolerance} of ${r.search_step.agreement.scores_compared} outside tolerance`,
   ]
   const missing = r.ships.fast.without_stats + r.ships.naive.without_stats
   if (missing > 0) out.push('', `warning: ${missing} requests came back without ForwardStats (an older sidecar): compute and FLOP figures are incomplete`)

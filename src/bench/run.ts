@@ -14,7 +14,7 @@ import {join} from 'node:path'
 
 import type {EngineName} from '../jobs/engine.js'
 import {DType, type SidecarClient, SidecarError, type SidecarInfo, sidecarInfo} from '../sidecar/client.js'
-import {type Agreement, compareShips} from './compare.js'
+import {type Agreement, type StepAgreement, compareShips, compareStep} from './compare.js'
 import {type Measurement, type ShipsRun, type StepRun, type Workload, measureSearchStep, measureShips} from './measure.js'
 
 export const BENCH_ENGINES: readonly EngineName[] = ['naive', 'fast']
@@ -65,6 +65,10 @@ export interface BenchResult {
     rounds: Round[]
     /** Every round's naive and fast runs chose the same head. */
     chosen_equal: boolean
+    /** In every round: the same head, or a tie within the score's tolerance (compare.ts). */
+    chosen_agree: boolean
+    /** Scores of every head, naive against fast, in the median round. */
+    agreement: StepAgreement
   }
   /** Achieved / peak FLOP/s of the fast engine, Ships scan and Sahara step. */
   peak_fraction: {ships: number; search_step: number} | null
@@ -187,6 +191,8 @@ export async function runBench(
       speedup: round({naive: stepNaive, fast: stepFast}).speedup,
       rounds: steps.map(round),
       chosen_equal: steps.every((pair) => pair.naive.chosen === pair.fast.chosen),
+      chosen_agree: steps.every((pair) => compareStep(pair.naive, pair.fast, work.score).chosen_agree),
+      agreement: compareStep(stepNaive, stepFast, work.score),
     },
     peak_fraction: peak ? {ships: fraction(fast.measurement), search_step: fraction(stepFast.measurement)} : null,
   }

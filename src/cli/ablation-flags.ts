@@ -26,7 +26,7 @@ export const ablationFlags = {
 /** How the sidecar computes the ablated forwards (ships, search). */
 export const engineFlags = {
   engine: Flags.string({
-    description: 'fast: many ablations per forward, clean-pass reuse, memory-budget batches; naive: one unpadded forward per (prompt, head), as the authors\' code (for comparison)',
+    description: 'fast: many ablations per forward, each resumed from its clean row where it first acts, memory-budget batches; naive: one unpadded forward per (prompt, head), as the authors\' code (for comparison)',
     options: [...ENGINES],
     default: 'fast',
   }),

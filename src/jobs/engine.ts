@@ -1,6 +1,6 @@
 /**
  * How ships and search jobs drive the sidecar's engine (issue 4): which engine computes the
- * ablated forwards (`fast`: many specs per forward, clean-pass reuse, memory-budget batches;
+ * ablated forwards (`fast`: many specs per forward, each resumed from its clean row, memory-budget batches;
  * `naive`: one unpadded forward per (prompt, spec), the authors' way), the memory budget, the
  * optional attribution pre-filter, the sidecar's idle time (units keep it busy while TypeScript
  * scores: src/orchestration/work.ts), and the sum of the sidecar's ForwardStats for the job's timings.
@@ -172,7 +172,7 @@ export function roundedTotals(t: StatsTotals): StatsTotals {
  * Heads per request for a search step: at most `planned` (the memory plan), and split in about
  * PIPELINE_SPLIT groups so that scoring one group (which needs all its prompts) overlaps the
  * sidecar's work on the next — but never below PIPELINE_MIN_GROUP heads, since every request
- * repeats the clean pass its ablations resume from (cheap next to 32+ ablated rows per prompt).
+ * repeats the base rows its ablations resume from (cheap next to 32+ ablated rows per prompt).
  */
 export const PIPELINE_SPLIT = 4
 export const PIPELINE_MIN_GROUP = 32

@@ -641,7 +641,7 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
   return summary
 }
 
-function scoreOf(entry: ScoreEntry, kind: ScoreKind): number {
+export function scoreOf(entry: ScoreEntry, kind: ScoreKind): number {
   return (kind === 'angles' ? entry.score_deg : entry.mean_kl) ?? Number.NaN
 }
 

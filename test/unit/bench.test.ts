@@ -1,6 +1,7 @@
 import {describe, expect, it} from 'vitest'
 
 import type {Measurement} from '../../src/bench/measure.js'
+import {compareStep} from '../../src/bench/compare.js'
 import {speedupLine} from '../../src/bench/report.js'
 import {medianPair} from '../../src/bench/run.js'
 
@@ -46,5 +47,22 @@ describe('bench rounds', () => {
     expect(speedupLine(9.1, [round(7.95), round(9.1), round(10.44)])).toBe(
       "  fast / naive: 9.1x, the median of 3 rounds (8.0-10.4x: 8.0 9.1 10.4); the columns are that round's",
     )
+  })
+
+  it('a Sahara step agrees when both pick one head, or two heads whose scores tie within the tolerance', () => {
+    const scores = (entries: [string, number][]) => new Map(entries)
+    const naive = {chosen: 'L1H2', scores: scores([['L1H2', 40], ['L2H0', 12], ['L0H1', 3]])}
+    const same = compareStep(naive, {chosen: 'L1H2', scores: scores([['L1H2', 40.001], ['L2H0', 12], ['L0H1', 3]])}, 'angles')
+    expect(same).toEqual({score_abs_diff_max: expect.closeTo(0.001, 9), scores_outside_tolerance: 0, scores_compared: 3, chosen_equal: true, chosen_agree: true})
+
+    // angles at float noise (~1e-5 degrees): the picks differ, the scores tie
+    const noiseA = {chosen: 'L0H0', scores: scores([['L0H0', 1.4e-5], ['L2H5', 0.9e-5]])}
+    const noiseB = {chosen: 'L2H5', scores: scores([['L0H0', 0.7e-5], ['L2H5', 1.1e-5]])}
+    expect(compareStep(noiseA, noiseB, 'angles')).toMatchObject({scores_outside_tolerance: 0, chosen_equal: false, chosen_agree: true})
+    // the same numbers as mean KLs are far apart (the KL tolerance is 1e-6 absolute)
+    expect(compareStep(noiseA, noiseB, 'kl')).toMatchObject({scores_outside_tolerance: 2, chosen_agree: false})
+    const apart = compareStep(naive, {chosen: 'L2H0', scores: scores([['L1H2', 11], ['L2H0', 12], ['L0H1', 3]])}, 'angles')
+    expect(apart).toMatchObject({scores_outside_tolerance: 1, chosen_equal: false, chosen_agree: false})
+    expect(compareStep(naive, {chosen: 'L1H2', scores: scores([['L1H2', 40]])}, 'kl').score_abs_diff_max).toBe(Number.POSITIVE_INFINITY)
   })
 })
