@@ -22,11 +22,14 @@ sys.path.insert(0, {sidecar!r})
 from sahara_sidecar.allocator import keep_freed_memory
 tuned = keep_freed_memory() if {tune} else False
 import torch
+def churn(rounds):
+    for i in range(rounds):
+        a = torch.ones(((i % 16) + 1) << 17)
+        b = a * 2
+        del a, b
+churn(64)  # the heap grows to its working size once, with either setting
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for i in range(400):
-    a = torch.ones(((i % 16) + 1) << 17)
-    b = a * 2
-    del a, b
+churn(400)
 print(json.dumps({{"tuned": tuned, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}}))
 """
 
@@ -40,11 +43,14 @@ def churn(tune: bool) -> dict[str, object]:
 
 
 @pytest.mark.skipif(glibc() is None, reason="mallopt is glibc's; other C libraries are left alone")
-def test_reused_memory_takes_a_fraction_of_the_page_faults() -> None:
-    default, tuned = churn(False), churn(True)
+def test_freed_memory_is_reused_without_page_faults() -> None:
+    """400 rounds touch ~850k pages of new tensors. With the settings, after the heap has grown
+    once, they are all reused pages. glibc's defaults adapt their mmap threshold as blocks are freed,
+    so they fault anywhere from 0 to ~100k times here (both seen), which is why only the tuned
+    process is asserted on."""
+    tuned = churn(True)
     assert tuned["tuned"] is True, "every mallopt setting was accepted"
-    assert default["faults"] > 20_000, f"the default settings fault fresh pages in: {default}"
-    assert tuned["faults"] * 5 < default["faults"], f"tuned {tuned} vs default {default}"
+    assert tuned["faults"] < 1_000, f"freed memory was handed back and faulted in again: {tuned}"
 
 
 def test_serve_reuses_memory_unless_told_otherwise() -> None:
