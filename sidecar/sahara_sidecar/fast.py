@@ -465,18 +465,16 @@ class FastEngine:
         for batch, (logprobs, hidden) in run_in_batches(
             items, self.batch_rows(width), run, stats, lm.device, self._shrunk
         ):
-            rows = [i for i, (_, m, _) in enumerate(batch) if m is None]
-            for m in own:
-                store(
-                    [offsets[b] + m for b, mm, _ in batch if mm is None],
-                    None if logprobs is None else logprobs[rows],
-                    None if hidden is None else hidden[rows],
-                )
-            rows = [i for i, (_, m, _) in enumerate(batch) if m is not None]
+            # A base row's result is every own spec's row of its prompt; a resumed row's, its spec's.
+            targets, sources = [], []
+            for i, (b, m, _) in enumerate(batch):
+                for spec_index in own if m is None else (m,):
+                    targets.append(offsets[b] + spec_index)
+                    sources.append(i)
             store(
-                [offsets[b] + m for b, m, _ in batch if m is not None],
-                None if logprobs is None else logprobs[rows],
-                None if hidden is None else hidden[rows],
+                targets,
+                None if logprobs is None else logprobs[sources],
+                None if hidden is None else hidden[sources],
             )
 
 

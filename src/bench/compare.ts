@@ -31,6 +31,9 @@ export const KL_FLOOR = 1e-2
 export const KL_REL_TOLERANCE = 1e-4
 export const KL_ABS_TOLERANCE = 1e-6
 
+/** |x - y| <= 1e-4·max(|x|, |y|) + abs: the agreement test of every compared value. */
+const within = (x: number, y: number, abs: number) => Math.abs(x - y) <= KL_REL_TOLERANCE * Math.max(Math.abs(x), Math.abs(y)) + abs
+
 export function relativeDifference(a: number, b: number): number {
   const scale = Math.max(Math.abs(a), Math.abs(b))
   return scale === 0 ? 0 : Math.abs(a - b) / scale
@@ -59,7 +62,7 @@ export function compareShips(
         continue
       }
 
-      if (Math.abs(x - y) > KL_REL_TOLERANCE * Math.max(Math.abs(x), Math.abs(y)) + KL_ABS_TOLERANCE) outside++
+      if (!within(x, y, KL_ABS_TOLERANCE)) outside++
       if (Math.max(Math.abs(x), Math.abs(y)) < floor) {
         below++
         absBelow = Math.max(absBelow, Math.abs(x - y))
@@ -100,8 +103,6 @@ export interface StepAgreement {
  * on a random model, where UA barely changes near-uniform attention).
  */
 export const STEP_ABS_TOLERANCE = {angles: 1e-4, kl: KL_ABS_TOLERANCE} as const
-
-const within = (x: number, y: number, abs: number) => Math.abs(x - y) <= KL_REL_TOLERANCE * Math.max(Math.abs(x), Math.abs(y)) + abs
 
 export function compareStep(
   a: {chosen: string; scores: Map<string, number>},

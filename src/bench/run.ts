@@ -135,32 +135,47 @@ export async function runBench(
 
   progress?.(++phase, phases, 'peak measured')
 
+  /** One workload on each engine, naive then fast, logged and counted as phases. */
+  async function measurePair<T extends {measurement: Measurement}>(
+    what: string,
+    folder: string,
+    measure: (engine: EngineName, context: ReturnType<typeof ctx>) => Promise<T>,
+    result: (run: T) => string,
+  ): Promise<Pair<T>> {
+    const pair: Partial<Pair<T>> = {}
+    for (const engine of BENCH_ENGINES) {
+      log(`${engine}: ${what} ...`)
+      const run = await measure(engine, ctx(`${folder}-${engine}`))
+      pair[engine] = run
+      progress?.(++phase, phases, `${engine}: ${what} done`)
+      log(`  ${run.measurement.wall_s.toFixed(2)} s, ${result(run)}`)
+    }
+
+    return pair as Pair<T>
+  }
+
   for (const engine of BENCH_ENGINES) await measureShips({...work, prompts: 1}, engine, ctx(`warmup-${engine}`))
   const ships: Pair<ShipsRun>[] = []
   const steps: Pair<StepRun>[] = []
   for (let r = 1; r <= rounds; r++) {
     const tag = rounds > 1 ? ` (round ${r} of ${rounds})` : ''
     const suffix = rounds > 1 ? `-${r}` : ''
-    const shipsPair: Partial<Pair<ShipsRun>> = {}
-    for (const engine of BENCH_ENGINES) {
-      log(`${engine}: Ships scan (${facts.numLayers * facts.numHeads} heads x ${work.prompts} prompts)${tag} ...`)
-      const s = await measureShips(work, engine, ctx(`ships-${engine}${suffix}`))
-      shipsPair[engine] = s
-      progress?.(++phase, phases, `${engine}: Ships scan done${tag}`)
-      log(`  ${s.measurement.wall_s.toFixed(2)} s, ${s.measurement.heads_x_prompts_per_s.toFixed(1)} heads x prompts/s`)
-    }
-
-    ships.push(shipsPair as Pair<ShipsRun>)
-    const stepPair: Partial<Pair<StepRun>> = {}
-    for (const engine of BENCH_ENGINES) {
-      log(`${engine}: one Sahara step (score ${work.score})${tag} ...`)
-      const step = await measureSearchStep(work, engine, ctx(`search-${engine}${suffix}`))
-      stepPair[engine] = step
-      progress?.(++phase, phases, `${engine}: Sahara step done${tag}`)
-      log(`  ${step.measurement.wall_s.toFixed(2)} s, chose ${step.chosen}`)
-    }
-
-    steps.push(stepPair as Pair<StepRun>)
+    ships.push(
+      await measurePair(
+        `Ships scan (${facts.numLayers * facts.numHeads} heads x ${work.prompts} prompts)${tag}`,
+        `ships${suffix}`,
+        (engine, context) => measureShips(work, engine, context),
+        (s) => `${s.measurement.heads_x_prompts_per_s.toFixed(1)} heads x prompts/s`,
+      ),
+    )
+    steps.push(
+      await measurePair(
+        `one Sahara step (score ${work.score})${tag}`,
+        `search${suffix}`,
+        (engine, context) => measureSearchStep(work, engine, context),
+        (step) => `chose ${step.chosen}`,
+      ),
+    )
   }
 
   const {naive, fast} = medianPair(ships)
