@@ -155,18 +155,18 @@ def _per_head(x: torch.Tensor, num_heads: int) -> torch.Tensor:
 
 
 def _apply_query(q: torch.Tensor, factors: _LayerFactors, num_heads: int) -> torch.Tensor:
-    heads = _per_head(q, num_heads)
+    heads, rows = _per_head(q, num_heads), q.shape[0]
     if factors.query_mean is not None:
-        mask = factors.query_mean.to(heads.device)[:, None, :, None]
+        mask = factors.query_mean[:rows].to(heads.device)[:, None, :, None]
         heads = torch.where(mask, heads.mean(dim=2, keepdim=True).expand_as(heads), heads)
     if factors.query_scale is not None:
-        heads = heads * factors.query_scale.to(device=heads.device, dtype=heads.dtype)[:, None, :, None]
+        heads = heads * factors.query_scale[:rows].to(device=heads.device, dtype=heads.dtype)[:, None, :, None]
     return heads.reshape(q.shape)
 
 
 def _apply_output(x: torch.Tensor, factors: _LayerFactors, num_heads: int) -> torch.Tensor:
-    heads = _per_head(x, num_heads)
-    heads = heads * factors.output_scale.to(device=heads.device, dtype=heads.dtype)[:, None, :, None]
+    heads, rows = _per_head(x, num_heads), x.shape[0]
+    heads = heads * factors.output_scale[:rows].to(device=heads.device, dtype=heads.dtype)[:, None, :, None]
     return heads.reshape(x.shape)
 
 
@@ -180,17 +180,21 @@ def _move_factors(factors: _LayerFactors, like: torch.Tensor) -> None:
         factors.query_mean = factors.query_mean.to(device=like.device)
 
 
-def _check_rows(tensor: torch.Tensor, plan: RowAblations) -> None:
-    if tensor.shape[0] != plan.rows:
-        raise AblationError(f"batch has {tensor.shape[0]} rows but the ablation plan has {plan.rows}")
+def _check_rows(tensor: torch.Tensor, plan: RowAblations, prefixes: bool) -> None:
+    rows = tensor.shape[0]
+    if rows != plan.rows and not (prefixes and rows < plan.rows):
+        raise AblationError(f"batch has {rows} rows but the ablation plan has {plan.rows}")
 
 
 @contextmanager
-def ablated(model: nn.Module, specs: Sequence[AblationSpec | None]) -> Iterator[RowAblations]:
+def ablated(
+    model: nn.Module, specs: Sequence[AblationSpec | None], *, prefixes: bool = False
+) -> Iterator[RowAblations]:
     """Install hooks so that every forward inside the block ablates row i by specs[i].
 
     The batch size of every forward inside the block must equal len(specs) (true for
-    generate without beams). Hooks are removed on exit, also on error.
+    generate without beams); with prefixes=True it may also be smaller, the first rows (the fast
+    engine's resumed batch, which grows layer by layer). Hooks are removed on exit, also on error.
     """
     geo = geometry(model)
     for i, spec in enumerate(specs):
@@ -207,14 +211,14 @@ def ablated(model: nn.Module, specs: Sequence[AblationSpec | None]) -> Iterator[
                 query_module = getattr(attn, "q_norm", None) or attn.q_proj
 
                 def query_hook(_m, _inp, out, factors=factors):
-                    _check_rows(out, plan)
+                    _check_rows(out, plan, prefixes)
                     return _apply_query(out, factors, geo.num_heads)
 
                 handles.append(query_module.register_forward_hook(query_hook))
             if factors.output_scale is not None:
 
                 def output_hook(_m, args, factors=factors):
-                    _check_rows(args[0], plan)
+                    _check_rows(args[0], plan, prefixes)
                     return (_apply_output(args[0], factors, geo.num_heads), *args[1:])
 
                 handles.append(attn.o_proj.register_forward_pre_hook(output_hook))

@@ -18,11 +18,15 @@ streamed back), and inside it per bucket of prompts of similar length (less padd
    last position only. The base rows' own results are the clean (or G-ablated) rows.
 
 Rows keep the bucket's padding and lengths, so a resumed row computes what a full forward of
-the same padded batch computes. The last layer's o_proj and MLP run on the last position only
-(last_layer_sliced), the only position whose output is read. Per-family forward code is not
-needed: whatever the decoder passes its layers is replayed; the one assumption is that those
-arguments do not depend on earlier layers' outputs (true of masks, positions and caches in every
-family transformers has). Results stream per block, in row order (r = n*M + m).
+the same padded batch computes. The last layer's attention, o_proj and MLP run for the last
+position only (attention_reuse, last_layer_sliced), the only position whose output is read. A row
+joining at its start layer copies its base row's q/k/v projections there and the attention of every
+head that neither ablates at that layer; only its ablated heads' attention is computed
+(attention_reuse: on the organism that is a 4th of the start layer's attention, on a 7B a 32nd).
+
+Per-family forward code is not needed: whatever the decoder passes its layers is replayed; the
+one assumption is that those arguments do not depend on earlier layers' outputs (true of masks,
+positions and caches in every family transformers has). Results stream per block, in row order (r = n*M + m).
 """
 
 from __future__ import annotations
@@ -38,18 +42,19 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .ablation import AblationSpec, ablated, decoder_layers
+from .ablation import AblationSpec, ablated, attention_modules, decoder_layers
+from .attention_reuse import LayerPlan, plan_start_reuse, planned_attention, projections_reused
 from .forward import BatchResult, forward_rows, last_position_logits
 from .loading import LoadedModel
 from .memory import activation_bytes_per_row, budget_bytes, plan_batch_rows, run_in_batches
 from .prompts import left_pad
-from .stats import ForwardStats, ModelCost, model_cost
+from .stats import ForwardStats, ModelCost, head_flops, layer_flops, model_cost
 
 REUSABLE_ATTENTION = ("eager", "sdpa")  # masks are plain tensors that can be indexed by row
 OUTPUT_BUFFER_BYTES = 1 << 30  # host memory for one block's results before they are streamed
 # Rows per forward worth filling before padding costs more than it saves (a CPU is efficient at
 # small batches already; a GPU needs large ones).
-MIN_EFFICIENT_ROWS = {"cpu": 64, "cuda": 256}
+MIN_EFFICIENT_ROWS = {"cpu": 128, "cuda": 256}
 
 
 @dataclass
@@ -266,6 +271,16 @@ def _prefix(value: object, selected: set[int], rows: int) -> object:
     return value
 
 
+@dataclass
+class Resumed:
+    """What one resume call returns: the rows' results and the work it did."""
+
+    logprobs: torch.Tensor | None  # [rows, vocab] float32 on the CPU
+    hidden: torch.Tensor | None  # [rows, hidden_size]
+    layer_tokens: int  # rows x padded tokens, summed over the layers run
+    flops: float  # stats.layer_flops of every layer as run, and lm_head
+
+
 def resume(
     lm: LoadedModel,
     recorded: RecordedArgs,
@@ -276,7 +291,8 @@ def resume(
     base_rows: int = 0,
     want_logprobs: bool,
     want_hidden: bool,
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    cost: ModelCost | None = None,
+) -> Resumed:
     """Rows (prompts[i], specs[i]), each from the recorded input of layer starts[i] of its prompt,
     through the last layer: one batch per layer, rows sorted by start layer (non-decreasing), so
     that the rows of layer l are a prefix of the batch: the rows that started below l, joined by
@@ -285,16 +301,29 @@ def resume(
 
     The first `base_rows` rows (start 0) are base rows: at every layer whose recorded input is a
     tensor to fill, their input is written there (by prompt) before any row joins at that layer,
-    so later rows, in this batch or the next, start from it."""
+    so later rows, in this batch or the next, start from it. Rows joining a layer where their base
+    row is in the batch copy its q/k/v projections and the attention of the heads neither ablates
+    there; the last layer computes attention, o_proj and the MLP for the last position only
+    (attention_reuse, last_layer_sliced)."""
     if any(a > b for a, b in itertools.pairwise(starts)):
         raise ValueError("resume: rows must be sorted by start layer")
     if any(start != 0 for start in starts[:base_rows]):
         raise ValueError("resume: base rows start at layer 0")
+    cost = cost or model_cost(lm)
     layers = decoder_layers(lm.model)
+    attentions = attention_modules(lm.model)
+    per_group = lm.geometry.num_heads // lm.geometry.num_kv_heads
+    last_layer = len(layers) - 1
     index = torch.tensor(list(prompts), dtype=torch.long, device=lm.device)
     select = _RowSelector(recorded.prompts, index)
     hidden: torch.Tensor | None = None
-    with torch.inference_mode():
+    layer_tokens, flops = 0, 0.0
+    with (
+        torch.inference_mode(),
+        last_layer_sliced(lm.model),
+        planned_attention(lm.model) as plans,
+        ablated(lm.model, specs, prefixes=True),  # layer i runs the first `rows` rows
+    ):
         for i in range(starts[0], len(layers)):
             call = recorded.calls[i]
             args, kwargs = select(call.args), select(call.kwargs)
@@ -305,14 +334,35 @@ def resume(
             if rows > done:  # rows that start at this layer join the batch
                 joining = call.hidden.index_select(0, index[done:rows])
                 hidden = joining if hidden is None else torch.cat([hidden, joining])
+            split = max(done, base_rows)  # rows from here on join here and may reuse their base rows
+            reuse = None
+            if plans is not None and base_rows and rows > split:
+                reuse = plan_start_reuse(
+                    i, split, prompts[:base_rows], prompts[split:rows], specs[:base_rows], specs[split:rows],
+                    per_group, lm.device,
+                )  # fmt: skip
+            if plans is not None:
+                plans[attentions[i]] = LayerPlan(last_query_only=i == last_layer, reuse=reuse)
             selected = {id(t) for t in select.done.values()}
-            with ablated(lm.model, specs[:rows]):
+            with projections_reused(attentions[i], reuse):
                 out = layers[i](hidden, *_prefix(args, selected, rows), **_prefix(kwargs, selected, rows))
             hidden = out[0] if isinstance(out, tuple) else out
+            layer_tokens += rows * recorded.width
+            flops += layer_flops(
+                cost,
+                i,
+                rows=rows,
+                tokens=recorded.width,
+                copied_rows=0 if reuse is None else rows - split,
+                attention_heads=None if reuse is None else split * cost.num_heads + reuse.fresh_heads,
+                queries=1 if i == last_layer and plans is not None else None,
+                tail_positions=1 if i == last_layer else None,
+            )
         normed = lm.final_norm(hidden[:, -1:, :])
         logprobs = final_logits(lm, normed)[:, -1, :].float().log_softmax(dim=-1).cpu() if want_logprobs else None
         last = normed[:, -1, :].float().cpu() if want_hidden else None
-    return logprobs, last
+    flops += head_flops(cost, rows=hidden.shape[0])
+    return Resumed(logprobs, last, layer_tokens, flops)
 
 
 class FastEngine:
@@ -443,24 +493,23 @@ class FastEngine:
         items += [(b, m, layer) for layer in starts for b in range(len(prompts)) for m in self.groups[(base, layer)]]
 
         def run(batch: Sequence[tuple[int, int | None, int]]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-            based = sum(1 for _, m, _ in batch if m is None)
-            with stats.timed(lm.device), last_layer_sliced(lm.model):
+            with stats.timed(lm.device):
                 result = resume(
                     lm,
                     recorded,
                     [layer for _, _, layer in batch],
                     [b for b, _, _ in batch],
                     [spec if m is None else self.specs[m] for _, m, _ in batch],
-                    base_rows=based,
+                    base_rows=sum(1 for _, m, _ in batch if m is None),
                     want_logprobs=self.want_logprobs,
                     want_hidden=self.want_hidden,
+                    cost=cost,
                 )
-            for layer in sorted({layer for _, _, layer in batch}):
-                count = sum(1 for _, _, start in batch if start == layer)
-                stats.record(cost, rows=count, tokens=width, first_layer=layer, sliced_last_layer=True, forwards=0)
+            stats.layer_tokens += result.layer_tokens
+            stats.flops += result.flops
             stats.forwards += 1
             stats.max_batch_rows = max(stats.max_batch_rows, len(batch))
-            return result
+            return result.logprobs, result.hidden
 
         for batch, (logprobs, hidden) in run_in_batches(
             items, self.batch_rows(width), run, stats, lm.device, self._shrunk

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .ablation import decoder_layers
+from .attention_reuse import reusable_projections
 from .loading import LoadedModel
 
 
@@ -30,7 +31,8 @@ class ModelCost:
     vocab_size: int
     dtype_bytes: int
     layer_matmul_params: tuple[int, ...]  # weights of every nn.Linear inside each decoder layer
-    last_layer_tail_params: int  # of those, the last layer's o_proj and MLP (run on one position when sliced)
+    layer_projection_params: tuple[int, ...]  # of those, the separate q/k/v projections (copyable from a base row)
+    layer_tail_params: tuple[int, ...]  # of those, o_proj and the MLP (run on the last position alone when sliced)
 
 
 def _linear_params(layer: nn.Module) -> int:
@@ -46,6 +48,7 @@ def model_cost(lm: LoadedModel) -> ModelCost:
     config = lm.model.config
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     geo = lm.geometry
+    layers = decoder_layers(lm.model)
     return ModelCost(
         num_layers=geo.num_layers,
         num_heads=geo.num_heads,
@@ -55,9 +58,47 @@ def model_cost(lm: LoadedModel) -> ModelCost:
         intermediate_size=int(getattr(text, "intermediate_size", None) or 4 * geo.hidden_size),
         vocab_size=lm.vocab_size,
         dtype_bytes=torch.empty((), dtype=lm.dtype).element_size(),
-        layer_matmul_params=tuple(_linear_params(layer) for layer in decoder_layers(lm.model)),
-        last_layer_tail_params=_tail_params(decoder_layers(lm.model)[-1]),
+        layer_matmul_params=tuple(_linear_params(layer) for layer in layers),
+        layer_projection_params=tuple(
+            sum(m.weight.numel() for m in reusable_projections(layer.self_attn)) for layer in layers
+        ),
+        layer_tail_params=tuple(_tail_params(layer) for layer in layers),
     )
+
+
+def layer_flops(
+    cost: ModelCost,
+    layer: int,
+    *,
+    rows: int,
+    tokens: int,
+    copied_rows: int = 0,
+    attention_heads: int | None = None,
+    queries: int | None = None,
+    tail_positions: int | None = None,
+) -> float:
+    """Estimated FLOPs of decoder layer `layer` on `rows` sequences of `tokens` positions.
+
+    Weight matmuls: 2 * P_layer * T per row (P_layer = the weights of every nn.Linear in the layer:
+    q, k, v, o, gate, up, down), less the q/k/v projections of `copied_rows` rows (copied from a
+    base row, attention_reuse) and, when o_proj and the MLP run on `tail_positions` < T positions,
+    their work on the others. Attention: 4 * d_h * T * queries per query head computed (scores
+    Q K^T and the weighted sum of values over every key, as a masked kernel computes them; a causal
+    kernel skipping the upper triangle does about half); default every head of every row, every
+    position a query. Norms, RoPE, softmax and elementwise work are not counted.
+    """
+    queries = tokens if queries is None else queries
+    tail_positions = tokens if tail_positions is None else tail_positions
+    heads = rows * cost.num_heads if attention_heads is None else attention_heads
+    weights = 2.0 * cost.layer_matmul_params[layer] * tokens * rows
+    weights -= 2.0 * cost.layer_projection_params[layer] * tokens * copied_rows
+    weights -= 2.0 * cost.layer_tail_params[layer] * (tokens - tail_positions) * rows
+    return weights + 4.0 * cost.head_dim * tokens * queries * heads
+
+
+def head_flops(cost: ModelCost, *, rows: int, kept_positions: int = 1) -> float:
+    """lm_head on `kept_positions` positions per row: 2 * V * d each."""
+    return 2.0 * cost.vocab_size * cost.hidden_size * kept_positions * rows
 
 
 def forward_flops(
@@ -67,25 +108,13 @@ def forward_flops(
     tokens: int,
     first_layer: int = 0,
     kept_positions: int = 1,
-    sliced_last_layer: bool = False,
 ) -> float:
     """Estimated FLOPs of one forward of `rows` sequences of `tokens` positions (padding included)
-    through decoder layers first_layer..L-1, then lm_head on `kept_positions` positions per row.
-
-    Per row and layer: 2 * P_layer * T for the weight matmuls (P_layer = the weights of every
-    nn.Linear in the layer: q, k, v, o, gate, up, down), plus 4 * H * d_h * T^2 for the attention
-    scores (Q K^T) and the weighted sum of values (full T x T, as a masked kernel computes it; a
-    causal kernel skipping the upper triangle does about half). Plus 2 * V * d per kept position
-    for lm_head. Norms, RoPE, softmax and elementwise work are not counted. Layers below
-    first_layer (resumed from the clean pass) are not run, so not counted. With sliced_last_layer
-    the last layer's o_proj and MLP run on one position (fast.last_layer_sliced).
+    through decoder layers first_layer..L-1 (layer_flops, each layer in full), then lm_head on
+    `kept_positions` positions per row. Layers below first_layer are not run, so not counted.
     """
-    weights = 2.0 * sum(cost.layer_matmul_params[first_layer:]) * tokens
-    if sliced_last_layer:
-        weights -= 2.0 * cost.last_layer_tail_params * (tokens - 1)
-    attention = 4.0 * cost.num_heads * cost.head_dim * tokens * tokens * (cost.num_layers - first_layer)
-    head = 2.0 * cost.vocab_size * cost.hidden_size * kept_positions
-    return float(rows) * (weights + attention + head)
+    layers = sum(layer_flops(cost, i, rows=rows, tokens=tokens) for i in range(first_layer, cost.num_layers))
+    return layers + head_flops(cost, rows=rows, kept_positions=kept_positions)
 
 
 @dataclass
@@ -108,21 +137,12 @@ class ForwardStats:
         tokens: int,
         first_layer: int = 0,
         kept_positions: int = 1,
-        sliced_last_layer: bool = False,
-        forwards: int = 1,
     ) -> None:
-        """One forward of `rows` x `tokens` through layers first_layer..L-1 (see forward_flops).
-
-        forwards=0: rows that share a model call counted elsewhere (the fast engine's merged resume)."""
-        self.forwards += forwards
+        """One forward of `rows` x `tokens` through layers first_layer..L-1 (see forward_flops)."""
+        self.forwards += 1
         self.layer_tokens += rows * tokens * (cost.num_layers - first_layer)
         self.flops += forward_flops(
-            cost,
-            rows=rows,
-            tokens=tokens,
-            first_layer=first_layer,
-            kept_positions=kept_positions,
-            sliced_last_layer=sliced_last_layer,
+            cost, rows=rows, tokens=tokens, first_layer=first_layer, kept_positions=kept_positions
         )
         self.max_batch_rows = max(self.max_batch_rows, rows)
 

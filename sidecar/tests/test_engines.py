@@ -11,7 +11,7 @@ from sahara_sidecar import fast
 from sahara_sidecar.ablation import AblationSpec
 from sahara_sidecar.engines import run_forward
 from sahara_sidecar.prompts import encode
-from sahara_sidecar.stats import ForwardStats, forward_flops, model_cost
+from sahara_sidecar.stats import ForwardStats, forward_flops, layer_flops, model_cost
 
 PROMPTS = [
     "Hi",
@@ -204,8 +204,48 @@ def test_flop_estimate(tiny_lms):
     d, i, v = 64, 128, 300
     per_layer = 4 * d * d + 3 * d * i  # q, k, v, o (4 kv heads of 16) + gate, up, down
     assert cost.layer_matmul_params == (per_layer,) * 3
+    assert cost.layer_projection_params == (3 * d * d,) * 3
+    assert cost.layer_tail_params == (d * d + 3 * d * i,) * 3
     t = 10
     expected = 3 * (2 * per_layer * t + 4 * 4 * 16 * t * t) + 2 * v * d
     assert forward_flops(cost, rows=1, tokens=t) == expected
     assert forward_flops(cost, rows=5, tokens=t, first_layer=2) < forward_flops(cost, rows=5, tokens=t)
     assert forward_flops(cost, rows=1, tokens=t, kept_positions=t) - expected == 2 * v * d * (t - 1)
+    # A layer as the fast engine runs it: one of 2 rows copies its q/k/v projections and computes
+    # one head's attention; or the last layer: one query, o_proj and the MLP on one position.
+    full = layer_flops(cost, 0, rows=2, tokens=t)
+    assert full == 2 * (2 * per_layer * t + 4 * 4 * 16 * t * t)
+    assert full - layer_flops(cost, 0, rows=2, tokens=t, copied_rows=1, attention_heads=5) == 2 * 3 * d * d * t + 3 * (
+        4 * 16 * t * t
+    )
+    last = layer_flops(cost, 2, rows=1, tokens=t, queries=1, tail_positions=1)
+    assert last == 2 * 3 * d * d * t + 2 * (d * d + 3 * d * i) + 4 * 4 * 16 * t
+
+
+def test_fast_engine_counts_the_work_it_skips(tiny_lms):
+    """A Ships scan's FLOPs as run: every resumed row from its start layer, joining rows without
+    their start layer's projections and with one head's attention there, the last layer sliced."""
+    lm = tiny_lms["llama"]
+    cost = model_cost(lm)
+    ids = encode(PROMPTS[:1], "paper", lm.tokenizer)
+    specs = [AblationSpec(), *(AblationSpec(((layer, 0),), "ua", 1e-5) for layer in range(3))]
+    _, _, stats = run(lm, ids, specs, "fast")
+    t, heads = len(ids[0]), cost.num_heads
+
+    def layer(i: int, rows: int, joining: int) -> float:
+        last = i == 2
+        return layer_flops(
+            cost,
+            i,
+            rows=rows,
+            tokens=t,
+            copied_rows=joining,
+            attention_heads=(rows - joining) * heads + joining,
+            queries=1 if last else None,
+            tail_positions=1 if last else None,
+        )
+
+    # rows per layer: the base row (clean) and the row of layer 0's head; + layer 1's; + layer 2's
+    expected = layer(0, 2, 1) + layer(1, 3, 1) + layer(2, 4, 1) + 4 * 2 * cost.vocab_size * cost.hidden_size
+    assert stats.flops == pytest.approx(expected, rel=1e-12)
+    assert stats.layer_tokens == (2 + 3 + 4) * t
