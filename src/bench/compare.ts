@@ -5,11 +5,13 @@
  * whose scores are equal within the tolerance (a tie the float noise decides). Pure functions.
  *
  * Float32 log-probs from differently shaped forwards (batched and padded, or one unpadded
- * prompt) differ by ~1e-7 relative, which puts an absolute noise of ~1e-7..1e-6 on every KL
- * (KLs of heads that barely matter come out as ±1e-7, even negative with smoothing). So KLs are
- * compared relatively where they are at least KL_FLOOR = 1e-2 (there 1e-6 is <= 1e-4 relative)
- * and absolutely below; an entry agrees when |a - b| <= 1e-4·max(|a|, |b|) + 1e-6, the
- * tolerance the ships integration test uses against the Python reference.
+ * prompt) differ by ~1e-7 relative: one or two ulps of |log p| ≈ 10, where an ulp is 9.5e-7.
+ * Each row's log-sum-exp is rounded once per engine and shifts every log-prob of the row
+ * together, so a KL carries an absolute noise of up to ~2e-6 (measured: 1.2e-6 and 1.7e-6 on a
+ * random Llama with a 32000-token vocabulary). KLs of heads that barely matter come out as
+ * ±1e-7, even negative with smoothing. So KLs are compared relatively where they are at least
+ * KL_FLOOR = 1e-2 (there 2e-6 is <= 2e-4 relative) and absolutely below; an entry agrees when
+ * |a - b| <= 1e-4·max(|a|, |b|) + 2e-6.
  */
 
 export interface Agreement {
@@ -20,7 +22,7 @@ export interface Agreement {
   /** Entries below the floor, and their largest |a - b|. */
   kl_below_floor: number
   kl_abs_diff_max_below_floor: number
-  /** Entries outside |a - b| <= 1e-4·max(|a|, |b|) + 1e-6 (0 = the engines agree). */
+  /** Entries outside |a - b| <= 1e-4·max(|a|, |b|) + KL_ABS_TOLERANCE (0 = the engines agree). */
   kl_outside_tolerance: number
   kl_compared: number
   top10_equal: boolean
@@ -29,7 +31,7 @@ export interface Agreement {
 
 export const KL_FLOOR = 1e-2
 export const KL_REL_TOLERANCE = 1e-4
-export const KL_ABS_TOLERANCE = 1e-6
+export const KL_ABS_TOLERANCE = 2e-6
 
 /** |x - y| <= 1e-4·max(|x|, |y|) + abs: the agreement test of every compared value. */
 const within = (x: number, y: number, abs: number) => Math.abs(x - y) <= KL_REL_TOLERANCE * Math.max(Math.abs(x), Math.abs(y)) + abs
@@ -98,7 +100,7 @@ export interface StepAgreement {
 }
 
 /**
- * Absolute tolerance per step score: 1e-6 for a mean KL (as Ships); 1e-4 degrees for angles,
+ * Absolute tolerance per step score: 2e-6 for a mean KL (as Ships); 1e-4 degrees for angles,
  * about 10x the angle float32 hidden states give a head that changes nothing (~1e-5 degrees
  * on a random model, where UA barely changes near-uniform attention).
  */

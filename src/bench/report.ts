@@ -1,4 +1,5 @@
 /** The bench result as a readable table (lines of text). Pure. */
+import {KL_ABS_TOLERANCE, KL_REL_TOLERANCE} from './compare.js'
 import type {Measurement} from './measure.js'
 import type {BenchResult, Round} from './run.js'
 
@@ -55,7 +56,7 @@ export function benchTable(r: BenchResult): string[] {
     ...rows('Ships scan', r.ships.naive, r.ships.fast, r.peak?.flops_per_second ?? 0),
     speedupLine(r.ships.speedup, r.ships.rounds),
     `  agreement: KL rel. diff max ${a.kl_rel_diff_max.toExponential(2)} over KLs >= 1e-2, abs. diff max ${a.kl_abs_diff_max_below_floor.toExponential(1)} below (${a.kl_below_floor} of ${a.kl_compared});`,
-    `    ${a.kl_outside_tolerance} KLs outside 1e-4 rel. + 1e-6 abs.; mean KL rel. diff max ${a.mean_kl_rel_diff_max.toExponential(2)}; top-10 ${a.top10_equal ? 'equal' : `DIFFER: naive ${a.top10.a.join(' ')} / fast ${a.top10.b.join(' ')}`}`,
+    `    ${a.kl_outside_tolerance} KLs outside ${KL_REL_TOLERANCE.toExponential(0)} rel. + ${KL_ABS_TOLERANCE.toExponential(0)} abs.; mean KL rel. diff max ${a.mean_kl_rel_diff_max.toExponential(2)}; top-10 ${a.top10_equal ? 'equal' : `DIFFER: naive ${a.top10.a.join(' ')} / fast ${a.top10.b.join(' ')}`}`,
     '',
     ...rows(`Sahara step (score ${r.search_score})`, r.search_step.naive, r.search_step.fast, r.peak?.flops_per_second ?? 0),
     speedupLine(r.search_step.speedup, r.search_step.rounds),
