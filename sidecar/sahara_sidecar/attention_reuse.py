@@ -73,7 +73,10 @@ def plan_start_reuse(
         for group in sorted({h // query_heads_per_group for h in heads}):
             pair_rows.append(split + offset)
             pair_groups.append(group)
-    as_index = lambda values: torch.tensor(values, dtype=torch.long, device=device)  # noqa: E731
+
+    def as_index(values: list[int]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.long, device=device)
+
     return StartReuse(
         split, as_index(base_of), as_index(pair_rows), as_index(pair_groups), len(pair_groups) * query_heads_per_group
     )
