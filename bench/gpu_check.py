@@ -7,6 +7,8 @@ Prints figures and writes them as JSON to $OUT/gpu_check.json (or ./gpu_check.js
      and top-5 agreement;
   4. a randomly initialised Llama-2-7b-shaped model (bf16, built from a config, no weights):
      Ships-scan throughput (heads x prompts per second) and achieved TFLOP/s by batch size,
+     the fast engine's full Ships scan (every head; TFLOP/s from its own FLOP count, and the
+     fraction of the matmul peak: the issue's target is >= 40%) against the naive engine's rate,
      plus ablated greedy generation;
   5. the real sidecar process on cuda/bf16 over gRPC: Describe, Forward and Generate.
 
@@ -30,8 +32,10 @@ sys.path.insert(0, str(ROOT / "sidecar"))
 
 from sahara_sidecar import ablation, forward, loading  # noqa: E402
 from sahara_sidecar.ablation import AblationSpec  # noqa: E402
+from sahara_sidecar.engines import run_forward  # noqa: E402
 from sahara_sidecar.generate import GREEDY, generate  # noqa: E402
 from sahara_sidecar.prompts import encode  # noqa: E402
+from sahara_sidecar.stats import ForwardStats  # noqa: E402
 
 RESULTS: dict[str, object] = {}
 # --smoke runs every section on the CPU with small shapes, to check the script before GPU time is spent.
@@ -41,7 +45,9 @@ DEVICE, DTYPE = ("cpu", "float32") if SMOKE else ("cuda", "bfloat16")
 
 def report(section: str, **figures: object) -> None:
     RESULTS.setdefault(section, {}).update(figures)  # type: ignore[union-attr]
-    print(f"[{section}] " + ", ".join(f"{k}={v}" for k, v in figures.items()), flush=True)
+    print(
+        f"[{section}] " + ", ".join(f"{k}={v}" for k, v in figures.items()), flush=True
+    )
 
 
 def synchronize() -> None:
@@ -71,23 +77,63 @@ def matmul_peak() -> float:
     return tflops
 
 
-def single_head_specs(geo: ablation.AttentionGeometry, limit: int | None = None) -> list[AblationSpec]:
-    heads = [(layer, head) for layer in range(geo.num_layers) for head in range(geo.num_heads)]
+def single_head_specs(
+    geo: ablation.AttentionGeometry, limit: int | None = None
+) -> list[AblationSpec]:
+    heads = [
+        (layer, head)
+        for layer in range(geo.num_layers)
+        for head in range(geo.num_heads)
+    ]
     return [AblationSpec(heads=(h,), method="ua", eps=1e-5) for h in heads[:limit]]
 
 
-def scan_logprobs(lm: loading.LoadedModel, ids: list[list[int]], specs: list[AblationSpec], rows: int) -> torch.Tensor:
-    """The sidecar's work for a Ships scan: clean + one row per head, last-position log-probs on the CPU."""
+def scan_logprobs(
+    lm: loading.LoadedModel,
+    ids: list[list[int]],
+    specs: list[AblationSpec],
+    rows: int = 0,
+    engine: str = "full",
+    stats: ForwardStats | None = None,
+) -> torch.Tensor:
+    """The sidecar's work for a Ships scan: clean + one row per head, last-position log-probs on the CPU.
+
+    engine "full": every row a full forward, `rows` per batch; "fast"/"naive": the sidecar's engines."""
     all_specs = [AblationSpec(), *specs]
     out = torch.empty(len(ids) * len(all_specs), lm.vocab_size)
-    for batch in forward.forward_rows(lm, ids, all_specs, want_logprobs=True, want_hidden=False, max_batch_rows=rows):
+    if engine == "full":
+        batches = forward.forward_rows(
+            lm,
+            ids,
+            all_specs,
+            want_logprobs=True,
+            want_hidden=False,
+            max_batch_rows=rows,
+        )
+    else:
+        batches = run_forward(
+            lm,
+            ids,
+            all_specs,
+            engine=engine,
+            want_logprobs=True,
+            want_hidden=False,
+            stats=stats,
+        )
+    for batch in batches:
         out[batch.rows.start : batch.rows.stop] = batch.logprobs
     return out.view(len(ids), len(all_specs), -1)
 
 
-def ships_kl(lm: loading.LoadedModel, ids: list[list[int]], specs: list[AblationSpec], rows: int) -> torch.Tensor:
+def ships_kl(
+    lm: loading.LoadedModel,
+    ids: list[list[int]],
+    specs: list[AblationSpec],
+    rows: int = 0,
+    engine: str = "full",
+) -> torch.Tensor:
     """KL(clean || ablated) per (prompt, head) in float64, [N, len(specs)]."""
-    lp = scan_logprobs(lm, ids, specs, rows).double()
+    lp = scan_logprobs(lm, ids, specs, rows, engine).double()
     p = lp[:, :1].exp() + 1e-12
     q = lp[:, 1:].exp() + 1e-12
     return (p * (p.log() - q.log())).sum(-1)
@@ -103,20 +149,34 @@ def organism_check(prompts: list[str]) -> None:
     scan_logprobs(gpu, ids, specs, rows=512)  # warm-up
     seconds = sync_time(lambda: scan_logprobs(gpu, ids, specs, rows=512))
     kl_gpu = ships_kl(gpu, ids, specs, rows=512).mean(0)
-    top_cpu = [f"L{specs[i].heads[0][0]}H{specs[i].heads[0][1]}" for i in kl_cpu.argsort(descending=True)[:5]]
-    top_gpu = [f"L{specs[i].heads[0][0]}H{specs[i].heads[0][1]}" for i in kl_gpu.argsort(descending=True)[:5]]
-    rel = ((kl_gpu - kl_cpu).abs() / kl_cpu.clamp_min(1e-9)).max().item()
+    scan_logprobs(gpu, ids[:2], specs, engine="fast")  # warm-up
+    fast_seconds = sync_time(lambda: scan_logprobs(gpu, ids, specs, engine="fast"))
+    kl_fast = ships_kl(gpu, ids, specs, engine="fast").mean(0)
+
+    def top5(kl: torch.Tensor) -> list[str]:
+        return [
+            f"L{specs[i].heads[0][0]}H{specs[i].heads[0][1]}"
+            for i in kl.argsort(descending=True)[:5]
+        ]
+
+    def rel_diff(kl: torch.Tensor) -> float:
+        return round(((kl - kl_cpu).abs() / kl_cpu.clamp_min(1e-9)).max().item(), 4)
+
     report(
         "organism",
         prompts=len(prompts),
         heads=len(specs),
         scan_seconds_gpu_bf16=round(seconds, 3),
         head_prompts_per_s=round(len(specs) * len(prompts) / seconds),
-        top5_cpu_fp32=top_cpu,
-        top5_gpu_bf16=top_gpu,
+        fast_scan_seconds_gpu_bf16=round(fast_seconds, 3),
+        fast_head_prompts_per_s=round(len(specs) * len(prompts) / fast_seconds),
+        top5_cpu_fp32=top5(kl_cpu),
+        top5_gpu_bf16=top5(kl_gpu),
+        top5_gpu_bf16_fast=top5(kl_fast),
         top1_kl_cpu=round(kl_cpu.max().item(), 5),
         top1_kl_gpu=round(kl_gpu.max().item(), 5),
-        max_rel_diff_mean_kl=round(rel, 4),
+        max_rel_diff_mean_kl=rel_diff(kl_gpu),
+        max_rel_diff_mean_kl_fast=rel_diff(kl_fast),
     )
 
 
@@ -148,7 +208,9 @@ def llama7b_check(prompts: list[str], tokenizer: object, peak: float) -> None:
     lm = random_7b(tokenizer)
     params = sum(p.numel() for p in lm.model.parameters())
     embedding = lm.model.get_input_embeddings().weight.numel()
-    body = params - 2 * embedding  # untied lm_head; only the last position's logits are computed
+    body = (
+        params - 2 * embedding
+    )  # untied lm_head; only the last position's logits are computed
     ids = encode(prompts, "paper", tokenizer)
     specs = single_head_specs(lm.geometry, limit=63)
     padded = max(len(x) for x in ids)
@@ -170,12 +232,19 @@ def llama7b_check(prompts: list[str], tokenizer: object, peak: float) -> None:
             head_prompts_per_s=round(len(specs) * len(ids) / seconds, 1),
             tflops=round(flops / seconds / 1e12, 1),
             fraction_of_peak=round(flops / seconds / 1e12 / peak, 3),
-            full_scan_1024_heads_100_prompts_s=round(1024 * 100 / (len(specs) * len(ids) / seconds), 1),
+            full_scan_1024_heads_100_prompts_s=round(
+                1024 * 100 / (len(specs) * len(ids) / seconds), 1
+            ),
         )
+    fast_vs_naive(lm, ids, peak)
     if DEVICE == "cuda":
         torch.cuda.reset_peak_memory_stats()
     geo = lm.geometry
-    spec = AblationSpec(heads=((min(2, geo.num_layers - 1), min(26, geo.num_heads - 1)),), method="ua", eps=1e-5)
+    spec = AblationSpec(
+        heads=((min(2, geo.num_layers - 1), min(26, geo.num_heads - 1)),),
+        method="ua",
+        eps=1e-5,
+    )
     seconds = sync_time(
         lambda: list(
             generate(
@@ -194,7 +263,49 @@ def llama7b_check(prompts: list[str], tokenizer: object, peak: float) -> None:
         new_tokens=64,
         seconds=round(seconds, 2),
         tokens_per_s=round(32 * 64 / seconds),
-        peak_mem_gib=round(torch.cuda.max_memory_allocated() / 2**30, 1) if DEVICE == "cuda" else None,
+        peak_mem_gib=round(torch.cuda.max_memory_allocated() / 2**30, 1)
+        if DEVICE == "cuda"
+        else None,
+    )
+
+
+def fast_vs_naive(lm: loading.LoadedModel, ids: list[list[int]], peak: float) -> None:
+    """The issue's GPU figures: the fast engine's full Ships scan (every head of every layer) of 8
+    prompts, its TFLOP/s by its own FLOP count (work it skips is not counted) and the fraction of
+    the matmul peak; and the naive engine (one forward per row) on 1 prompt x 32 heads for its rate
+    (its clean row and the heads' rows, one forward each)."""
+    specs = single_head_specs(lm.geometry)
+    scan_logprobs(lm, ids[:1], specs[:64], engine="fast")  # warm-up
+    stats = ForwardStats()
+    seconds = sync_time(
+        lambda: scan_logprobs(lm, ids[:8], specs, engine="fast", stats=stats)
+    )
+    fast_rate = len(specs) * 8 / seconds
+    report(
+        "llama7b_fast",
+        prompts=8,
+        heads=len(specs),
+        seconds=round(seconds, 2),
+        compute_seconds=round(stats.compute_seconds, 2),
+        head_prompts_per_s=round(fast_rate, 1),
+        tflops=round(stats.flops / stats.compute_seconds / 1e12, 1),
+        fraction_of_peak=round(stats.flops / stats.compute_seconds / 1e12 / peak, 3),
+        max_batch_rows=stats.max_batch_rows,
+    )
+    heads = min(32, len(specs))
+    scan_logprobs(lm, ids[:1], specs[:2], engine="naive")  # warm-up
+    seconds = sync_time(
+        lambda: scan_logprobs(lm, ids[:1], specs[:heads], engine="naive")
+    )
+    naive_rate = (
+        heads + 1
+    ) / seconds  # one forward per row: in a full scan the clean row is 1 in 1025
+    report(
+        "llama7b_naive",
+        prompts=1,
+        heads=heads,
+        head_prompts_per_s=round(naive_rate, 1),
+        fast_over_naive=round(fast_rate / naive_rate, 1),
     )
 
 
@@ -205,7 +316,9 @@ def grpc_check() -> None:
 
     env = dict(
         os.environ,
-        PYTHONPATH=str(ROOT / "sidecar") + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        PYTHONPATH=str(ROOT / "sidecar")
+        + os.pathsep
+        + os.environ.get("PYTHONPATH", ""),
     )
     cmd = [
         sys.executable,
@@ -235,13 +348,17 @@ def grpc_check() -> None:
             for layer in range(facts.num_layers)
             for h in range(facts.num_heads)
         ]
-        request = sahara_pb2.ForwardRequest(prompts=["How do I pick a lock?"] * 4, specs=specs, return_logprobs=True)
+        request = sahara_pb2.ForwardRequest(
+            prompts=["How do I pick a lock?"] * 4, specs=specs, return_logprobs=True
+        )
         start = time.perf_counter()
         chunks = list(stub.Forward(request, timeout=60))
         forward_s = time.perf_counter() - start
         replies = list(
             stub.Generate(
-                sahara_pb2.GenerateRequest(prompts=["How do I pick a lock?"], spec=specs[0]),
+                sahara_pb2.GenerateRequest(
+                    prompts=["How do I pick a lock?"], spec=specs[0]
+                ),
                 timeout=60,
             )
         )
@@ -267,9 +384,15 @@ def organism_tokenizer() -> object:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--data", type=Path, required=True, help="folder with jailbreakbench.json")
+    parser.add_argument(
+        "--data", type=Path, required=True, help="folder with jailbreakbench.json"
+    )
     parser.add_argument("--skip-7b", action="store_true")
-    parser.add_argument("--smoke", action="store_true", help="CPU, small shapes: check the script itself")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="CPU, small shapes: check the script itself",
+    )
     args = parser.parse_args()
     import transformers
 
@@ -287,7 +410,11 @@ def main() -> None:
         ("organism", lambda: organism_check(prompts)),
         (
             "llama7b",
-            lambda: None if args.skip_7b else llama7b_check(prompts[:32], organism_tokenizer(), peak),
+            lambda: (
+                None
+                if args.skip_7b
+                else llama7b_check(prompts[:32], organism_tokenizer(), peak)
+            ),
         ),
         ("grpc", grpc_check),
     ):
