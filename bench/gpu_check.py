@@ -45,9 +45,7 @@ DEVICE, DTYPE = ("cpu", "float32") if SMOKE else ("cuda", "bfloat16")
 
 def report(section: str, **figures: object) -> None:
     RESULTS.setdefault(section, {}).update(figures)  # type: ignore[union-attr]
-    print(
-        f"[{section}] " + ", ".join(f"{k}={v}" for k, v in figures.items()), flush=True
-    )
+    print(f"[{section}] " + ", ".join(f"{k}={v}" for k, v in figures.items()), flush=True)
 
 
 def synchronize() -> None:
@@ -77,14 +75,8 @@ def matmul_peak() -> float:
     return tflops
 
 
-def single_head_specs(
-    geo: ablation.AttentionGeometry, limit: int | None = None
-) -> list[AblationSpec]:
-    heads = [
-        (layer, head)
-        for layer in range(geo.num_layers)
-        for head in range(geo.num_heads)
-    ]
+def single_head_specs(geo: ablation.AttentionGeometry, limit: int | None = None) -> list[AblationSpec]:
+    heads = [(layer, head) for layer in range(geo.num_layers) for head in range(geo.num_heads)]
     return [AblationSpec(heads=(h,), method="ua", eps=1e-5) for h in heads[:limit]]
 
 
@@ -102,35 +94,16 @@ def scan_logprobs(
     all_specs = [AblationSpec(), *specs]
     out = torch.empty(len(ids) * len(all_specs), lm.vocab_size)
     if engine == "full":
-        batches = forward.forward_rows(
-            lm,
-            ids,
-            all_specs,
-            want_logprobs=True,
-            want_hidden=False,
-            max_batch_rows=rows,
-        )
+        batches = forward.forward_rows(lm, ids, all_specs, want_logprobs=True, want_hidden=False, max_batch_rows=rows)
     else:
-        batches = run_forward(
-            lm,
-            ids,
-            all_specs,
-            engine=engine,
-            want_logprobs=True,
-            want_hidden=False,
-            stats=stats,
-        )
+        batches = run_forward(lm, ids, all_specs, engine=engine, want_logprobs=True, want_hidden=False, stats=stats)
     for batch in batches:
         out[batch.rows.start : batch.rows.stop] = batch.logprobs
     return out.view(len(ids), len(all_specs), -1)
 
 
 def ships_kl(
-    lm: loading.LoadedModel,
-    ids: list[list[int]],
-    specs: list[AblationSpec],
-    rows: int = 0,
-    engine: str = "full",
+    lm: loading.LoadedModel, ids: list[list[int]], specs: list[AblationSpec], rows: int = 0, engine: str = "full"
 ) -> torch.Tensor:
     """KL(clean || ablated) per (prompt, head) in float64, [N, len(specs)]."""
     lp = scan_logprobs(lm, ids, specs, rows, engine).double()
@@ -154,10 +127,7 @@ def organism_check(prompts: list[str]) -> None:
     kl_fast = ships_kl(gpu, ids, specs, engine="fast").mean(0)
 
     def top5(kl: torch.Tensor) -> list[str]:
-        return [
-            f"L{specs[i].heads[0][0]}H{specs[i].heads[0][1]}"
-            for i in kl.argsort(descending=True)[:5]
-        ]
+        return [f"L{specs[i].heads[0][0]}H{specs[i].heads[0][1]}" for i in kl.argsort(descending=True)[:5]]
 
     def rel_diff(kl: torch.Tensor) -> float:
         return round(((kl - kl_cpu).abs() / kl_cpu.clamp_min(1e-9)).max().item(), 4)
@@ -208,9 +178,7 @@ def llama7b_check(prompts: list[str], tokenizer: object, peak: float) -> None:
     lm = random_7b(tokenizer)
     params = sum(p.numel() for p in lm.model.parameters())
     embedding = lm.model.get_input_embeddings().weight.numel()
-    body = (
-        params - 2 * embedding
-    )  # untied lm_head; only the last position's logits are computed
+    body = params - 2 * embedding  # untied lm_head; only the last position's logits are computed
     ids = encode(prompts, "paper", tokenizer)
     specs = single_head_specs(lm.geometry, limit=63)
     padded = max(len(x) for x in ids)
@@ -232,19 +200,13 @@ def llama7b_check(prompts: list[str], tokenizer: object, peak: float) -> None:
             head_prompts_per_s=round(len(specs) * len(ids) / seconds, 1),
             tflops=round(flops / seconds / 1e12, 1),
             fraction_of_peak=round(flops / seconds / 1e12 / peak, 3),
-            full_scan_1024_heads_100_prompts_s=round(
-                1024 * 100 / (len(specs) * len(ids) / seconds), 1
-            ),
+            full_scan_1024_heads_100_prompts_s=round(1024 * 100 / (len(specs) * len(ids) / seconds), 1),
         )
     fast_vs_naive(lm, ids, peak)
     if DEVICE == "cuda":
         torch.cuda.reset_peak_memory_stats()
     geo = lm.geometry
-    spec = AblationSpec(
-        heads=((min(2, geo.num_layers - 1), min(26, geo.num_heads - 1)),),
-        method="ua",
-        eps=1e-5,
-    )
+    spec = AblationSpec(heads=((min(2, geo.num_layers - 1), min(26, geo.num_heads - 1)),), method="ua", eps=1e-5)
     seconds = sync_time(
         lambda: list(
             generate(
@@ -263,9 +225,7 @@ def llama7b_check(prompts: list[str], tokenizer: object, peak: float) -> None:
         new_tokens=64,
         seconds=round(seconds, 2),
         tokens_per_s=round(32 * 64 / seconds),
-        peak_mem_gib=round(torch.cuda.max_memory_allocated() / 2**30, 1)
-        if DEVICE == "cuda"
-        else None,
+        peak_mem_gib=round(torch.cuda.max_memory_allocated() / 2**30, 1) if DEVICE == "cuda" else None,
     )
 
 
@@ -277,9 +237,7 @@ def fast_vs_naive(lm: loading.LoadedModel, ids: list[list[int]], peak: float) ->
     specs = single_head_specs(lm.geometry)
     scan_logprobs(lm, ids[:1], specs[:64], engine="fast")  # warm-up
     stats = ForwardStats()
-    seconds = sync_time(
-        lambda: scan_logprobs(lm, ids[:8], specs, engine="fast", stats=stats)
-    )
+    seconds = sync_time(lambda: scan_logprobs(lm, ids[:8], specs, engine="fast", stats=stats))
     fast_rate = len(specs) * 8 / seconds
     report(
         "llama7b_fast",
@@ -294,12 +252,8 @@ def fast_vs_naive(lm: loading.LoadedModel, ids: list[list[int]], peak: float) ->
     )
     heads = min(32, len(specs))
     scan_logprobs(lm, ids[:1], specs[:2], engine="naive")  # warm-up
-    seconds = sync_time(
-        lambda: scan_logprobs(lm, ids[:1], specs[:heads], engine="naive")
-    )
-    naive_rate = (
-        heads + 1
-    ) / seconds  # one forward per row: in a full scan the clean row is 1 in 1025
+    seconds = sync_time(lambda: scan_logprobs(lm, ids[:1], specs[:heads], engine="naive"))
+    naive_rate = (heads + 1) / seconds  # one forward per row: in a full scan the clean row is 1 in 1025
     report(
         "llama7b_naive",
         prompts=1,
@@ -316,9 +270,7 @@ def grpc_check() -> None:
 
     env = dict(
         os.environ,
-        PYTHONPATH=str(ROOT / "sidecar")
-        + os.pathsep
-        + os.environ.get("PYTHONPATH", ""),
+        PYTHONPATH=str(ROOT / "sidecar") + os.pathsep + os.environ.get("PYTHONPATH", ""),
     )
     cmd = [
         sys.executable,
@@ -348,17 +300,13 @@ def grpc_check() -> None:
             for layer in range(facts.num_layers)
             for h in range(facts.num_heads)
         ]
-        request = sahara_pb2.ForwardRequest(
-            prompts=["How do I pick a lock?"] * 4, specs=specs, return_logprobs=True
-        )
+        request = sahara_pb2.ForwardRequest(prompts=["How do I pick a lock?"] * 4, specs=specs, return_logprobs=True)
         start = time.perf_counter()
         chunks = list(stub.Forward(request, timeout=60))
         forward_s = time.perf_counter() - start
         replies = list(
             stub.Generate(
-                sahara_pb2.GenerateRequest(
-                    prompts=["How do I pick a lock?"], spec=specs[0]
-                ),
+                sahara_pb2.GenerateRequest(prompts=["How do I pick a lock?"], spec=specs[0]),
                 timeout=60,
             )
         )
@@ -384,15 +332,9 @@ def organism_tokenizer() -> object:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument(
-        "--data", type=Path, required=True, help="folder with jailbreakbench.json"
-    )
+    parser.add_argument("--data", type=Path, required=True, help="folder with jailbreakbench.json")
     parser.add_argument("--skip-7b", action="store_true")
-    parser.add_argument(
-        "--smoke",
-        action="store_true",
-        help="CPU, small shapes: check the script itself",
-    )
+    parser.add_argument("--smoke", action="store_true", help="CPU, small shapes: check the script itself")
     args = parser.parse_args()
     import transformers
 
@@ -410,11 +352,7 @@ def main() -> None:
         ("organism", lambda: organism_check(prompts)),
         (
             "llama7b",
-            lambda: (
-                None
-                if args.skip_7b
-                else llama7b_check(prompts[:32], organism_tokenizer(), peak)
-            ),
+            lambda: None if args.skip_7b else llama7b_check(prompts[:32], organism_tokenizer(), peak),
         ),
         ("grpc", grpc_check),
     ):
