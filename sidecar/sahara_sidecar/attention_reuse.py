@@ -44,6 +44,10 @@ class StartReuse:
     pair_groups: torch.Tensor  # [P] its kv group
     fresh_heads: int  # query heads computed afresh in all (P x query heads per kv group)
 
+    def with_copies(self, computed: torch.Tensor) -> torch.Tensor:
+        """The rows below split as computed, then each joining row's copy of its base row's."""
+        return torch.cat([computed, computed.index_select(0, self.base_of)])
+
 
 @dataclass(frozen=True)
 class LayerPlan:
@@ -90,7 +94,7 @@ def _rows(mask: torch.Tensor | None, rows: slice | torch.Tensor) -> torch.Tensor
 def _reused(original: Callable, plan: StartReuse, module, query, key, value, mask, **kwargs) -> torch.Tensor:
     split = plan.split
     full, _ = original(module, query[:split], key[:split], value[:split], _rows(mask, slice(None, split)), **kwargs)
-    out = torch.cat([full, full.index_select(0, plan.base_of)])  # [rows, queries, heads, d_h]
+    out = plan.with_copies(full)  # [rows, queries, heads, d_h]
     if plan.pair_rows.numel():
         kv, per_group = key.shape[1], query.shape[1] // key.shape[1]
         rows, groups = plan.pair_rows, plan.pair_groups
@@ -155,8 +159,7 @@ def projections_reused(attention: nn.Module, reuse: StartReuse | None) -> Iterat
 
     def reusing(linear: nn.Linear) -> Callable[[torch.Tensor], torch.Tensor]:
         def forward(x: torch.Tensor) -> torch.Tensor:
-            full = F.linear(x[: reuse.split], linear.weight, linear.bias)
-            return torch.cat([full, full.index_select(0, reuse.base_of)])
+            return reuse.with_copies(F.linear(x[: reuse.split], linear.weight, linear.bias))
 
         return forward
 

@@ -341,8 +341,9 @@ def resume(
                     i, split, prompts[:base_rows], prompts[split:rows], specs[:base_rows], specs[split:rows],
                     per_group, lm.device,
                 )  # fmt: skip
+            plan = LayerPlan(last_query_only=plans is not None and i == last_layer, reuse=reuse)
             if plans is not None:
-                plans[attentions[i]] = LayerPlan(last_query_only=i == last_layer, reuse=reuse)
+                plans[attentions[i]] = plan
             selected = {id(t) for t in select.done.values()}
             with projections_reused(attentions[i], reuse):
                 out = layers[i](hidden, *_prefix(args, selected, rows), **_prefix(kwargs, selected, rows))
@@ -355,7 +356,7 @@ def resume(
                 tokens=recorded.width,
                 copied_rows=0 if reuse is None else rows - split,
                 attention_heads=None if reuse is None else split * cost.num_heads + reuse.fresh_heads,
-                queries=1 if i == last_layer and plans is not None else None,
+                queries=1 if plan.last_query_only else None,
                 tail_positions=1 if i == last_layer else None,
             )
         normed = lm.final_norm(hidden[:, -1:, :])

@@ -135,15 +135,13 @@ class ForwardStats:
         *,
         rows: int,
         tokens: int,
-        first_layer: int = 0,
         kept_positions: int = 1,
     ) -> None:
-        """One forward of `rows` x `tokens` through layers first_layer..L-1 (see forward_flops)."""
+        """One full forward of `rows` x `tokens` (see forward_flops; the fast engine counts its
+        resumed batches layer by layer itself)."""
         self.forwards += 1
-        self.layer_tokens += rows * tokens * (cost.num_layers - first_layer)
-        self.flops += forward_flops(
-            cost, rows=rows, tokens=tokens, first_layer=first_layer, kept_positions=kept_positions
-        )
+        self.layer_tokens += rows * tokens * cost.num_layers
+        self.flops += forward_flops(cost, rows=rows, tokens=tokens, kept_positions=kept_positions)
         self.max_batch_rows = max(self.max_batch_rows, rows)
 
     @contextmanager

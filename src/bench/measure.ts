@@ -134,7 +134,6 @@ export async function measureShips(work: Workload, engine: EngineName, context: 
 export interface StepRun {
   measurement: Measurement
   chosen: string
-  score: number
   /** Every candidate head's score (degrees for angles, nats for kl), by head name. */
   scores: Map<string, number>
 }
@@ -166,7 +165,6 @@ export async function measureSearchStep(work: Workload, engine: EngineName, cont
   return {
     measurement: measurement(engine, heads, summary.n_queries, t.total_s - t.describe_s, {idle_s: t.sidecar_idle_s, total_s: t.score_s}, t.sidecar_stats),
     chosen: formatHead(summary.steps[0].head),
-    score: summary.steps[0].score,
     scores: new Map(line.scores.map((e) => [formatHead(e), scoreOf(e, work.score)])),
   }
 }
