@@ -23,6 +23,7 @@ position only (attention_reuse, last_layer_sliced), the only position whose outp
 joining at its start layer copies its base row's q/k/v projections there and the attention of every
 head that neither ablates at that layer; only its ablated heads' attention is computed
 (attention_reuse: on the organism that is a 4th of the start layer's attention, on a 7B a 32nd).
+On a CPU every MLP runs on slices of the batch that fit the cache (module_patches.mlps_in_chunks).
 
 Per-family forward code is not needed: whatever the decoder passes its layers is replayed; the
 one assumption is that those arguments do not depend on earlier layers' outputs (true of masks,
@@ -47,6 +48,7 @@ from .attention_reuse import LayerPlan, plan_start_reuse, planned_attention, pro
 from .forward import BatchResult, forward_rows, last_position_logits
 from .loading import LoadedModel
 from .memory import activation_bytes_per_row, budget_bytes, plan_batch_rows, run_in_batches
+from .module_patches import forwards_replaced, mlps_in_chunks
 from .prompts import left_pad
 from .stats import ForwardStats, ModelCost, head_flops, layer_flops, model_cost
 
@@ -54,7 +56,9 @@ REUSABLE_ATTENTION = ("eager", "sdpa")  # masks are plain tensors that can be in
 OUTPUT_BUFFER_BYTES = 1 << 30  # host memory for one block's results before they are streamed
 # Rows per forward worth filling before padding costs more than it saves (a CPU is efficient at
 # small batches already; a GPU needs large ones).
-MIN_EFFICIENT_ROWS = {"cpu": 128, "cuda": 256}
+# CPU: 192 since the MLP runs in cache-sized slices (module_patches); before, larger batches paid
+# for MLP activations that overflowed the cache and 96-256 measured flat.
+MIN_EFFICIENT_ROWS = {"cpu": 192, "cuda": 256}
 
 
 @dataclass
@@ -185,21 +189,10 @@ def _stop(*_args: object, **_kwargs: object) -> torch.Tensor:
     raise _Recorded
 
 
-@contextmanager
-def layers_short_circuited(layers: Sequence[nn.Module]) -> Iterator[None]:
+def layers_short_circuited(layers: Sequence[nn.Module]) -> contextlib.AbstractContextManager[None]:
     """Every decoder layer returns its input unchanged (its pre-hooks still run); the last raises
-    _Recorded, so the model call ends there. Instance-level forwards (e.g. accelerate's) are restored."""
-    saved = [layer.__dict__.get("forward") for layer in layers]
-    try:
-        for index, layer in enumerate(layers):
-            layer.forward = _stop if index == len(layers) - 1 else _pass_through
-        yield
-    finally:
-        for layer, forward in zip(layers, saved, strict=True):
-            if forward is None:
-                del layer.forward
-            else:
-                layer.forward = forward
+    _Recorded, so the model call ends there."""
+    return forwards_replaced(layers, [_pass_through] * (len(layers) - 1) + [_stop])
 
 
 def record_layer_args(lm: LoadedModel, ids: Sequence[Sequence[int]]) -> RecordedArgs:
@@ -321,6 +314,7 @@ def resume(
     with (
         torch.inference_mode(),
         last_layer_sliced(lm.model),
+        mlps_in_chunks(layers, lm.device),
         planned_attention(lm.model) as plans,
         ablated(lm.model, specs, prefixes=True),  # layer i runs the first `rows` rows
     ):

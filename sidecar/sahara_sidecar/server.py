@@ -255,6 +255,16 @@ class AblationService(sahara_pb2_grpc.AblationServiceServicer):
     ) -> sahara_pb2.MeasurePeakResponse:
         return self._guard(context, lambda: self._measure_peak(request))
 
+    def CountTokens(
+        self, request: sahara_pb2.CountTokensRequest, context: grpc.ServicerContext
+    ) -> sahara_pb2.CountTokensResponse:
+        return self._guard(context, lambda: self._count_tokens(request))
+
+    def _count_tokens(self, request: sahara_pb2.CountTokensRequest) -> sahara_pb2.CountTokensResponse:
+        # Tokenizing only, on the handler thread as Forward does: it need not queue behind model work.
+        ids = encode_prompts(list(request.prompts), request.template, self.lm, self.limits)
+        return sahara_pb2.CountTokensResponse(prompt_tokens=[len(row) for row in ids])
+
     def _forward(self, request: sahara_pb2.ForwardRequest) -> Iterator[sahara_pb2.ForwardResponse]:
         lm = self.lm
         prompt_ids = encode_prompts(list(request.prompts), request.template, lm, self.limits)

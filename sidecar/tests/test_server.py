@@ -105,7 +105,9 @@ def forward(stub, **request) -> tuple[sahara_pb2.ForwardHeader, dict[str, np.nda
 def expect_invalid(call, *fragments: str) -> str:
     with pytest.raises(grpc.RpcError) as caught:
         result = call()
-        if not isinstance(result, sahara_pb2.DescribeResponse | sahara_pb2.MeasurePeakResponse):
+        if not isinstance(
+            result, sahara_pb2.DescribeResponse | sahara_pb2.MeasurePeakResponse | sahara_pb2.CountTokensResponse
+        ):
             list(result)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
     for fragment in fragments:
@@ -193,6 +195,22 @@ def test_forward_templates_and_single_output(stub):
     assert list(tensors) == ["hidden"] and tensors["hidden"].shape == (1, 1, 64)
     _, paper, _ = forward(stub, prompts=PROMPTS[:1], specs=[spec()], return_hidden=True)
     assert header.prompt_tokens[0] < 10 and not np.allclose(tensors["hidden"], paper["hidden"])
+
+
+def test_count_tokens_equals_forward_header(stub, local):
+    for template in (sahara_pb2.PROMPT_TEMPLATE_PAPER, sahara_pb2.PROMPT_TEMPLATE_DIRECT):
+        counted = stub.CountTokens(sahara_pb2.CountTokensRequest(prompts=PROMPTS, template=template), timeout=30)
+        header, _, _ = forward(stub, prompts=PROMPTS, template=template, specs=[spec()], return_logprobs=True)
+        assert list(counted.prompt_tokens) == list(header.prompt_tokens)
+        name = "paper" if template == sahara_pb2.PROMPT_TEMPLATE_PAPER else "direct"
+        assert list(counted.prompt_tokens) == [len(ids) for ids in encode(PROMPTS, name, local.tokenizer)]
+    request = sahara_pb2.CountTokensRequest
+    expect_invalid(lambda: stub.CountTokens(request(prompts=["fine", ""]), timeout=30), "prompts[1]", "empty")
+    expect_invalid(lambda: stub.CountTokens(request(prompts=[]), timeout=30), "no prompts")
+    expect_invalid(
+        lambda: stub.CountTokens(request(prompts=["x"], template=sahara_pb2.PROMPT_TEMPLATE_CHAT), timeout=30),
+        "chat template",
+    )
 
 
 def test_large_tensor_streams_in_chunks(stub):

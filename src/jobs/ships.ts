@@ -49,6 +49,7 @@ import {
   roundedTotals,
 } from './engine.js'
 import {located, matrixCells, parseMatrix} from './matrix.js'
+import {lengthOrder} from './prompt-order.js'
 import type {JobKind, JobSpec, ParseContext, RunContext} from './registry.js'
 
 export const METHODS = ['ua', 'sc', 'mean'] as const
@@ -211,6 +212,7 @@ export async function runShips(
   const headIndex = heads.map((h) => h.layer * geometry.numHeads + h.head)
   const topK = Math.min(params.topK, heads.length)
   const plan = planRequests(heads, facts.vocabSize, params.maxFloatsPerRequest, params.promptsPerUnit)
+  const {order} = await lengthOrder(client, prompts, TEMPLATE_ENUM[params.template])
   const nChunks = Math.ceil(prompts.length / plan.promptsPerRequest)
   const nRequests = nChunks * plan.headGroups.length
   log(
@@ -235,18 +237,19 @@ export async function runShips(
 
   // Unit r covers prompt chunk floor(r / groups) and head group r % groups: one Forward, its KLs
   // computed as it arrives (while the sidecars work on the next units), stored as they finish.
+  // Chunks take the prompts by length (src/jobs/prompt-order.ts); chunkOf gives dataset indices.
   const groups = plan.headGroups.length
   const groupOffset = plan.headGroups.map((_, g) => plan.headGroups.slice(0, g).reduce((n, x) => n + x.length, 0))
-  const chunkOf = (c: number) => prompts.slice(c * plan.promptsPerRequest, (c + 1) * plan.promptsPerRequest)
+  const chunkOf = (c: number) => order.slice(c * plan.promptsPerRequest, (c + 1) * plan.promptsPerRequest)
   const work = context.work ?? singleClientWork(client, {name: 'ships', key: ''})
   const modelId = model.kind === 'remote' ? facts.model : model.source
   let done = 0
   const units: Unit<ShipsUnit>[] = Array.from({length: nRequests}, (_, r) => {
     const c = Math.floor(r / groups)
     const group = plan.headGroups[r % groups]
-    const chunk = chunkOf(c)
+    const chunk = chunkOf(c).map((i) => prompts[i])
     const start = c * plan.promptsPerRequest
-    const range = `prompts ${start + 1}-${start + chunk.length} of ${prompts.length}`
+    const range = `prompts ${start + 1}-${start + chunk.length} of ${prompts.length} by length`
     return {
       id: `${range}, heads ${formatHead(group[0])}-${formatHead(group.at(-1)!)}`,
       key: {
@@ -287,31 +290,31 @@ export async function runShips(
   closeTrace(trace)
   if (work.counts.reused > 0) log(`  ${work.counts.reused} of ${nRequests} units reused from the store`)
 
-  const perQuery: Float64Array[] = []
-  const lines: string[] = []
+  // Back in dataset order: every query's KL per head, and its line.
+  const perQuery = prompts.map(() => new Float64Array(allOfThem.length).fill(prefilter ? Number.NEGATIVE_INFINITY : 0))
+  const promptTokens = prompts.map(() => 0)
   for (let c = 0; c < nChunks; c++) {
     const chunk = chunkOf(c)
-    const kl = chunk.map(() => new Float64Array(allOfThem.length).fill(prefilter ? Number.NEGATIVE_INFINITY : 0))
     for (let g = 0; g < groups; g++) {
       const unit = results[c * groups + g]
-      for (let q = 0; q < chunk.length; q++) {
-        for (let j = 0; j < plan.headGroups[g].length; j++) kl[q][headIndex[groupOffset[g] + j]] = decodeFloat(unit.kl[q][j])
+      for (const [q, index] of chunk.entries()) {
+        for (let j = 0; j < plan.headGroups[g].length; j++) perQuery[index][headIndex[groupOffset[g] + j]] = decodeFloat(unit.kl[q][j])
       }
     }
 
-    const promptTokens = results[c * groups].promptTokens
-    for (const [q, prompt] of chunk.entries()) {
-      const line: ShipsQueryLine = {
-        index: c * plan.promptsPerRequest + q,
-        prompt,
-        prompt_tokens: promptTokens[q] ?? 0,
-        top: topKHeads(kl[q], geometry, topK).map((h: HeadKl) => ({head: formatHead(h), layer: h.layer, head_index: h.head, kl: h.kl})),
-      }
-      lines.push(JSON.stringify(line))
-    }
-
-    perQuery.push(...kl)
+    for (const [q, index] of chunk.entries()) promptTokens[index] = results[c * groups].promptTokens[q] ?? 0
   }
+
+  const lines = prompts.map((prompt, index) => {
+    const top = topKHeads(perQuery[index], geometry, topK)
+    const line: ShipsQueryLine = {
+      index,
+      prompt,
+      prompt_tokens: promptTokens[index],
+      top: top.map((h: HeadKl) => ({head: formatHead(h), layer: h.layer, head_index: h.head, kl: h.kl})),
+    }
+    return JSON.stringify(line)
+  })
 
   writeFileSync(jsonlPath, `${lines.join('\n')}\n`)
 

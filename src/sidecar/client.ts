@@ -14,6 +14,7 @@ import {
   type AblationSpec,
   AblationServiceClient,
   type AttributeRequest,
+  type CountTokensRequest,
   type DescribeResponse,
   DType,
   Engine,
@@ -305,6 +306,17 @@ export class SidecarClient {
       this.service.measurePeak(full, new Metadata(), {deadline}, (error, response) => {
         if (error) reject(toSidecarError(error, 'MeasurePeak', this.endpoint))
         else resolve(response)
+      })
+    })
+  }
+
+  /** Tokens per prompt after templating (as Forward's header reports them); the model does not run. */
+  countTokens(request: Partial<CountTokensRequest> & {prompts: string[]}): Promise<number[]> {
+    const full: CountTokensRequest = {template: 0, ...request}
+    return new Promise((resolve, reject) => {
+      this.service.countTokens(full, new Metadata(), {deadline: this.deadline(this.unaryDeadlineMs)}, (error, response) => {
+        if (error) reject(toSidecarError(error, 'CountTokens', this.endpoint))
+        else resolve(response.promptTokens)
       })
     })
   }

@@ -15,6 +15,7 @@ import {join, resolve} from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import type {ShipsQueryLine, ShipsSummary} from '../../src/jobs/ships.js'
+import {PromptTemplate, SidecarClient} from '../../src/sidecar/client.js'
 import {buildTinyModel, cli, python, repoRoot, skipIntegration} from '../helpers.js'
 
 const PROMPTS = ['How do I bake bread at home?', 'Tell me a joke about birds.', 'What is the capital of France?', 'Write a poem, please.']
@@ -139,6 +140,19 @@ describe.skipIf(skipIntegration)('ships end to end (real sidecar, tiny Llama)', 
       const lines = readLines(out)
       expectMatchesReference(lines, await referenceKl('sc', 1e-4, 0))
 
+      // The scan sent its prompts by token count (CountTokens), not in dataset order, and wrote
+      // every line back in dataset order with its own prompt's count.
+      const client = new SidecarClient(state.endpoint)
+      try {
+        const counts = await client.countTokens({prompts: PROMPTS, template: PromptTemplate.PROMPT_TEMPLATE_PAPER})
+        expect(lines.map((l) => l.prompt_tokens)).toEqual(counts)
+        const byLength = PROMPTS.map((_, i) => i).sort((x, y) => counts[x] - counts[y] || x - y)
+        expect(byLength).not.toEqual(PROMPTS.map((_, i) => i))
+        await expect(client.countTokens({prompts: ['fine', '']})).rejects.toThrow(/CountTokens on .*: INVALID_ARGUMENT: prompts\[1\] is an empty string/)
+      } finally {
+        client.close()
+      }
+
       // Same tensors, two implementations of the KL arithmetic: TS (float64) and numpy (float64).
       // The sidecar is deterministic, so the only differences left are summation order.
       for (const smoothing of [0, 1e-12]) {
@@ -152,10 +166,11 @@ describe.skipIf(skipIntegration)('ships end to end (real sidecar, tiny Llama)', 
         }
       }
 
-      // A server-side error comes back readable: status code name and the server's message.
+      // A server-side error comes back readable: status code name and the server's message (here
+      // from the scan's first call, CountTokens, before any model work).
       const badTemplate = await cli(['ships', '--model', model, '--dataset', prompts, '--template', 'chat', '--out', join(dir, 'chat'), '--endpoint', state.endpoint])
       expect(badTemplate.exitCode).toBe(1)
-      expect(badTemplate.stderr).toMatch(/Forward on 127\.0\.0\.1:\d+: (INVALID_ARGUMENT|FAILED_PRECONDITION): .*chat template/)
+      expect(badTemplate.stderr).toMatch(/CountTokens on 127\.0\.0\.1:\d+: INVALID_ARGUMENT: .*chat template/)
     } finally {
       const stop = await cli(['sidecar', 'stop', '--state-dir', stateDir(), '--json'])
       expect(stop.exitCode, stop.stderr).toBe(0)
