@@ -19,6 +19,7 @@ another attention implementation run every row's full attention, as before.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from torch.nn import functional as F
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .ablation import AblationSpec
+from .module_patches import forwards_replaced
 
 WRAPPED_IMPLEMENTATION = "sdpa"
 INPUT_PROJECTIONS = ("q_proj", "k_proj", "v_proj")
@@ -150,8 +152,7 @@ def reusable_projections(attention: nn.Module) -> list[nn.Linear]:
     return [m for m in found if isinstance(m, nn.Linear) and "forward" not in m.__dict__]
 
 
-@contextmanager
-def projections_reused(attention: nn.Module, reuse: StartReuse | None) -> Iterator[None]:
+def projections_reused(attention: nn.Module, reuse: StartReuse | None) -> contextlib.AbstractContextManager[None]:
     """The joining rows' q/k/v projections are copies of their base rows' (same input), not matmuls.
 
     Forward hooks (the ablation's, on q_proj) still run on the whole output."""
@@ -163,10 +164,4 @@ def projections_reused(attention: nn.Module, reuse: StartReuse | None) -> Iterat
 
         return forward
 
-    try:
-        for linear in modules:
-            linear.forward = reusing(linear)
-        yield
-    finally:
-        for linear in modules:
-            linear.__dict__.pop("forward", None)
+    return forwards_replaced(modules, [reusing(linear) for linear in modules])
