@@ -11,10 +11,10 @@ import {SidecarError, type PromptTemplate, type SidecarClient} from '../sidecar/
 export const COUNT_TOKENS_BATCH = 1024
 
 /**
- * Indices of `prompts` by token count (shortest first, ties in dataset order), and the counts.
- * A sidecar without CountTokens (older than this CLI) leaves the dataset's order, counts unknown.
+ * Indices of `prompts` by token count (shortest first, ties in dataset order). A sidecar without
+ * CountTokens (older than this CLI) leaves the dataset's order.
  */
-export async function lengthOrder(client: SidecarClient, prompts: readonly string[], template: PromptTemplate): Promise<{order: number[]; tokens?: number[]}> {
+export async function lengthOrder(client: SidecarClient, prompts: readonly string[], template: PromptTemplate): Promise<number[]> {
   const identity = prompts.map((_, i) => i)
   const tokens: number[] = []
   try {
@@ -28,9 +28,9 @@ export async function lengthOrder(client: SidecarClient, prompts: readonly strin
       tokens.push(...counts)
     }
   } catch (error) {
-    if (error instanceof SidecarError && error.code === 'UNIMPLEMENTED') return {order: identity}
+    if (error instanceof SidecarError && error.code === 'UNIMPLEMENTED') return identity
     throw error
   }
 
-  return {order: identity.sort((a, b) => tokens[a] - tokens[b] || a - b), tokens}
+  return identity.sort((a, b) => tokens[a] - tokens[b] || a - b)
 }

@@ -212,7 +212,7 @@ export async function runShips(
   const headIndex = heads.map((h) => h.layer * geometry.numHeads + h.head)
   const topK = Math.min(params.topK, heads.length)
   const plan = planRequests(heads, facts.vocabSize, params.maxFloatsPerRequest, params.promptsPerUnit)
-  const {order} = await lengthOrder(client, prompts, TEMPLATE_ENUM[params.template])
+  const order = await lengthOrder(client, prompts, TEMPLATE_ENUM[params.template])
   const nChunks = Math.ceil(prompts.length / plan.promptsPerRequest)
   const nRequests = nChunks * plan.headGroups.length
   log(
