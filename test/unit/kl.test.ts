@@ -1,6 +1,6 @@
 import {describe, expect, it} from 'vitest'
 
-import {DEFAULT_SMOOTHING, klAgainstClean, klDivergence} from '../../src/science/kl.js'
+import {DEFAULT_SMOOTHING, klAgainstClean, klDivergence, logSmoothed} from '../../src/science/kl.js'
 
 const logs = (ps: number[]) => Float32Array.from(ps.map(Math.log))
 
@@ -99,6 +99,41 @@ describe('klAgainstClean agrees with klDivergence row by row', () => {
         expect(kl[r - 1]).toBeCloseTo(direct, 12)
         expect(kl[r - 1]).toBeGreaterThan(0)
       }
+    }
+  })
+})
+
+describe('logSmoothed', () => {
+  it('equals log(exp(b) + s) to float64 rounding, on both sides of its series limit', () => {
+    // The direct formula's own error is about eps absolute (its exp is rounded), so the bound is
+    // a few eps times max(1, |value|).
+    for (const s of [1e-12, 1e-3]) {
+      for (let b = -60; b <= 1e-6; b += 0.0173) {
+        const direct = Math.log(Math.exp(b) + s)
+        expect(Math.abs(logSmoothed(b, s) - direct), `b=${b} s=${s}`).toBeLessThanOrEqual(4 * Number.EPSILON * Math.max(1, Math.abs(direct)))
+      }
+    }
+
+    expect(logSmoothed(Number.NEGATIVE_INFINITY, 1e-12)).toBe(Math.log(1e-12))
+    expect(logSmoothed(0, 1e-12)).toBe(1e-12 - 0.5e-24)
+    expect(logSmoothed(Number.NaN, 1e-12)).toBeNaN()
+  })
+
+  it('keeps the Ships KL of a 32000-token vocabulary equal to the direct formula', () => {
+    let seed = 11
+    const rand = () => ((seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31)
+    const vocab = 32_000
+    const block = new Float32Array(3 * vocab)
+    for (let r = 0; r < 3; r++) {
+      const logits = Array.from({length: vocab}, (_, v) => rand() * 12 + (v === 7 ? 14 - r : 0))
+      const lse = Math.log(logits.reduce((z, l) => z + Math.exp(l), 0))
+      for (let v = 0; v < vocab; v++) block[r * vocab + v] = logits[v] - lse
+    }
+
+    const kl = klAgainstClean(block, 3, vocab)
+    for (let r = 1; r < 3; r++) {
+      const direct = klDivergence(block.subarray(0, vocab), block.subarray(r * vocab, (r + 1) * vocab))
+      expect(Math.abs(kl[r - 1] - direct)).toBeLessThanOrEqual(1e-12 * direct)
     }
   })
 })
