@@ -28,7 +28,7 @@ import type {Fields} from '../config/fields.js'
 import type {Dataset} from '../data/datasets.js'
 import type {ResolvedModel} from '../models.js'
 import {type Head, allHeads, formatHead} from '../science/heads.js'
-import {DEFAULT_SMOOTHING, klDivergence} from '../science/kl.js'
+import {DEFAULT_SMOOTHING, klFrom} from '../science/kl.js'
 import {ANGLE_SUMS, type AngleSum, type Matrix, type Representation, leftSingularVectors, matrix, representation, subspaceShift} from '../science/subspace.js'
 import {type Unit, singleClientWork} from '../orchestration/work.js'
 import {type AblationSpec, type ForwardResult, type SidecarClient, type SidecarInfo, sidecarInfo} from '../sidecar/client.js'
@@ -543,8 +543,8 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
           const logprobs = result.tensors.get('logprobs')
           checkTensor(endpoint, 'logprobs', logprobs, [part.length, batch.length, V])
           for (let q = 0; q < part.length; q++) {
-            const p = clean.subarray((start + q) * V, (start + q + 1) * V)
-            for (let j = 0; j < batch.length; j++) sums[j] += klDivergence(p, logprobs!.data.subarray((q * batch.length + j) * V, (q * batch.length + j + 1) * V), options)
+            const kl = klFrom(clean.subarray((start + q) * V, (start + q + 1) * V), options)
+            for (let j = 0; j < batch.length; j++) sums[j] += kl(logprobs!.data.subarray((q * batch.length + j) * V, (q * batch.length + j + 1) * V))
           }
         }
 

@@ -72,11 +72,43 @@ export function logSmoothed(b: number, s: number): number {
   return x < SERIES_LIMIT ? b + x * (1 - x * (0.5 - x / 3)) : Math.log(Math.exp(b) + s)
 }
 
+/** KL(clean || ablated) for one fixed clean row against any number of ablated rows. */
+export type KlFromClean = (ablated: LogprobRow) => number
+
+/**
+ * The arithmetic of klDivergence with the clean distribution's p and log p computed once, for
+ * scoring many ablations of one query, and log q by logSmoothed (equal to float64 rounding).
+ * With smoothing 0 it is klDivergence's exact log-space KL.
+ */
+export function klFrom(clean: LogprobRow, options: KlOptions = {}): KlFromClean {
+  const smoothing = options.smoothing ?? DEFAULT_SMOOTHING
+  if (smoothing === 0) return (ablated) => klDivergence(clean, ablated, options)
+  if (!(Number.isFinite(smoothing) && smoothing > 0)) {
+    throw new RangeError(`smoothing must be a finite number >= 0, got ${smoothing}`)
+  }
+
+  const n = clean.length
+  const p = new Float64Array(n)
+  const logP = new Float64Array(n)
+  for (let v = 0; v < n; v++) {
+    p[v] = Math.exp(clean[v]) + smoothing
+    logP[v] = Math.log(p[v])
+  }
+
+  return (ablated) => {
+    if (ablated.length !== n) {
+      throw new RangeError(`log-prob rows differ in length: clean has ${n}, ablated has ${ablated.length}`)
+    }
+
+    let sum = 0
+    for (let v = 0; v < n; v++) sum += p[v] * (logP[v] - logSmoothed(ablated[v], smoothing))
+    return sum
+  }
+}
+
 /**
  * KL for every ablated row of one query against its clean row, from one flat [rows, vocab]
  * block (row 0 is the clean model, rows 1.. the ablations): returns rows - 1 values.
- * The arithmetic of klDivergence, with the clean distribution's p and log p computed once and
- * log q by logSmoothed (equal to float64 rounding).
  */
 export function klAgainstClean(
   block: Float32Array,
@@ -88,33 +120,8 @@ export function klAgainstClean(
     throw new RangeError(`block has ${block.length} floats, expected rows*vocab = ${rows}*${vocab}`)
   }
 
-  const smoothing = options.smoothing ?? DEFAULT_SMOOTHING
-  if (smoothing === 0) {
-    // Exact KL in log space: nothing to precompute beyond what klDivergence does.
-    const clean = block.subarray(0, vocab)
-    const out = new Float64Array(rows - 1)
-    for (let r = 1; r < rows; r++) out[r - 1] = klDivergence(clean, block.subarray(r * vocab, (r + 1) * vocab), options)
-    return out
-  }
-
-  if (!(Number.isFinite(smoothing) && smoothing > 0)) {
-    throw new RangeError(`smoothing must be a finite number >= 0, got ${smoothing}`)
-  }
-
-  const p = new Float64Array(vocab)
-  const logP = new Float64Array(vocab)
-  for (let v = 0; v < vocab; v++) {
-    p[v] = Math.exp(block[v]) + smoothing
-    logP[v] = Math.log(p[v])
-  }
-
+  const kl = klFrom(block.subarray(0, vocab), options)
   const out = new Float64Array(rows - 1)
-  for (let r = 1; r < rows; r++) {
-    const base = r * vocab
-    let sum = 0
-    for (let v = 0; v < vocab; v++) sum += p[v] * (logP[v] - logSmoothed(block[base + v], smoothing))
-    out[r - 1] = sum
-  }
-
+  for (let r = 1; r < rows; r++) out[r - 1] = kl(block.subarray(r * vocab, (r + 1) * vocab))
   return out
 }

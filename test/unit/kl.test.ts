@@ -1,6 +1,6 @@
 import {describe, expect, it} from 'vitest'
 
-import {DEFAULT_SMOOTHING, klAgainstClean, klDivergence, logSmoothed} from '../../src/science/kl.js'
+import {DEFAULT_SMOOTHING, klAgainstClean, klDivergence, klFrom, logSmoothed} from '../../src/science/kl.js'
 
 const logs = (ps: number[]) => Float32Array.from(ps.map(Math.log))
 
@@ -76,6 +76,28 @@ describe('klAgainstClean', () => {
 
   it('checks the block size', () => {
     expect(() => klAgainstClean(new Float32Array(5), 2, 3)).toThrow(/expected rows\*vocab = 2\*3/)
+  })
+})
+
+describe('klFrom', () => {
+  it('scores any number of rows against one clean row, as klDivergence does', () => {
+    const clean = logs([0.5, 0.25, 0.25])
+    const rows = [logs([0.5, 0.25, 0.25]), logs([0.25, 0.25, 0.5]), logs([0.1, 0.8, 0.1])]
+    for (const smoothing of [0, DEFAULT_SMOOTHING, 1e-3]) {
+      const kl = klFrom(clean, {smoothing})
+      for (const row of rows) expect(kl(row)).toBeCloseTo(klDivergence(clean, row, {smoothing}), 14)
+    }
+
+    expect(klFrom(clean, {smoothing: 0})(rows[1])).toBeCloseTo(Math.LN2 / 4, 7)
+  })
+
+  it('rejects a row of another length and bad smoothing', () => {
+    for (const smoothing of [0, 1e-12]) {
+      expect(() => klFrom([0, 0], {smoothing})([0])).toThrow(/differ in length: clean has 2, ablated has 1/)
+    }
+
+    expect(() => klFrom([0], {smoothing: -1})).toThrow(/smoothing must be/)
+    expect(() => klFrom([0], {smoothing: Number.NaN})).toThrow(/smoothing must be/)
   })
 })
 
