@@ -8,7 +8,7 @@
  * (src/data/judges.ts) and the rates computed (src/science/asr.ts). Output: OUT/replies.jsonl
  * (one line per prompt: both replies and their verdicts) and OUT/summary.json (the job's result).
  */
-import {mkdirSync, writeFileSync} from 'node:fs'
+import {mkdirSync} from 'node:fs'
 import {resolve} from 'node:path'
 
 import type {Fields, Located} from '../config/fields.js'
@@ -21,6 +21,7 @@ import {type HeadSelection, formatHeads, parseHeadsOption, resolveHeads} from '.
 import {type Head, HeadNameError, formatHead} from '../science/heads.js'
 import type {Verdict} from '../science/judge.js'
 import {formatPercent, modification} from '../science/params.js'
+import {writeFileAtomic} from '../orchestration/files.js'
 import {type Unit, singleClientWork} from '../orchestration/work.js'
 import {type SidecarInfo, sidecarInfo} from '../sidecar/client.js'
 import {located, matrixCells, parseMatrix} from './matrix.js'
@@ -193,7 +194,7 @@ export async function runAsr(model: ResolvedModel, params: AsrParams, context: R
     const line: AsrReplyLine = {index: i, prompt, clean: c, ablated: a, flipped: c.verdict.refused && a !== null && !a.verdict.refused}
     return JSON.stringify(line)
   })
-  writeFileSync(resolve(outDir, 'replies.jsonl'), `${lines.join('\n')}\n`)
+  writeFileAtomic(resolve(outDir, 'replies.jsonl'), `${lines.join('\n')}\n`)
 
   const edit = modification(params.method, heads, {hiddenSize: facts.hiddenSize, headDim: facts.headDim, qBias: facts.qProjBias}, facts.totalParameters)
   const summary: AsrSummary = {
@@ -229,7 +230,7 @@ export async function runAsr(model: ResolvedModel, params: AsrParams, context: R
       total_s: seconds(performance.now() - t0),
     },
   }
-  writeFileSync(resolve(outDir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`)
+  writeFileAtomic(resolve(outDir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`)
   return summary
 }
 

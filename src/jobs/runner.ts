@@ -9,9 +9,10 @@
  * model, dataset contents, options) is hashed; against the previous run's sweep.json the log says
  * which jobs are unchanged (their units are reused) and which changed (computed again).
  */
-import {existsSync, mkdirSync, readFileSync, renameSync, writeFileSync} from 'node:fs'
+import {existsSync, mkdirSync, readFileSync} from 'node:fs'
 import {relative, resolve} from 'node:path'
 
+import {writeFileAtomic} from '../orchestration/files.js'
 import type {EndpointPool} from '../orchestration/pool.js'
 import {UnitStore} from '../orchestration/store.js'
 import {Work, type WorkCounts, hashKey} from '../orchestration/work.js'
@@ -69,12 +70,6 @@ function compareWithPrevious(path: string, jobs: JobSpec[], hashes: Map<string, 
   return result
 }
 
-/** Write via a temporary file and rename, so a reader never sees half a summary. */
-function writeAtomically(path: string, text: string): void {
-  writeFileSync(`${path}.tmp`, text)
-  renameSync(`${path}.tmp`, path)
-}
-
 export function planSweep(sweep: Sweep, runsDir: string): {dir: string; byModel: Map<string, JobSpec[]>} {
   const dir = resolve(runsDir, sweep.name)
   const byModel = new Map<string, JobSpec[]>()
@@ -105,7 +100,7 @@ export async function runSweep(
     for (const name of changed) log(`  changed since the last run (computed again): ${name}`)
   }
 
-  writeAtomically(
+  writeFileAtomic(
     sweepJson,
     `${JSON.stringify({name: sweep.name, file: sweep.file, ...(sweep.extends ? {extends: sweep.extends} : {}), jobs: sweep.jobs.map((j) => ({name: j.name, kind: j.kind, model: j.model.name, hash: hashes.get(j.name)}))}, null, 2)}\n`,
   )
@@ -129,8 +124,8 @@ export async function runSweep(
       jobs: finished.map((f) => ({name: f.spec.name, kind: f.spec.kind, entry: f.spec.entry, model: f.spec.model.name, out: f.out, headline: f.headline})),
       asr_tables: asrTables(finished, sweep.jobs),
     }
-    writeAtomically(resolve(dir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`)
-    writeAtomically(resolve(dir, 'summary.md'), sweepMarkdown(summary))
+    writeFileAtomic(resolve(dir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`)
+    writeFileAtomic(resolve(dir, 'summary.md'), sweepMarkdown(summary))
     return summary
   }
 

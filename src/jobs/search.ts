@@ -20,7 +20,7 @@
  * naming the first differing field, unless `restart`. A torn last line (a crash mid-write) is
  * dropped with a warning; any other bad line is an error.
  */
-import {closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, truncateSync, writeFileSync, writeSync} from 'node:fs'
+import {existsSync, mkdirSync, readFileSync, truncateSync, writeFileSync} from 'node:fs'
 import {createHash} from 'node:crypto'
 import {resolve} from 'node:path'
 
@@ -30,6 +30,7 @@ import type {ResolvedModel} from '../models.js'
 import {type Head, allHeads, formatHead} from '../science/heads.js'
 import {DEFAULT_SMOOTHING, klFrom} from '../science/kl.js'
 import {ANGLE_SUMS, type AngleSum, type Matrix, type Representation, leftSingularVectors, matrix, representation, subspaceShift} from '../science/subspace.js'
+import {appendLineDurable, writeFileAtomic} from '../orchestration/files.js'
 import {type Unit, singleClientWork} from '../orchestration/work.js'
 import {type AblationSpec, type ForwardResult, type SidecarClient, type SidecarInfo, sidecarInfo} from '../sidecar/client.js'
 import {
@@ -55,7 +56,7 @@ import {
   prefilterSummary,
   roundedTotals,
 } from './engine.js'
-import {located, matrixCells, parseMatrix} from './matrix.js'
+import {matrixCells, parseMatrix} from './matrix.js'
 import type {JobKind, JobSpec, ParseContext, RunContext} from './registry.js'
 import {METHOD_ENUM, type Method, TEMPLATE_ENUM, type Template, formatEps} from './ships.js'
 
@@ -287,23 +288,6 @@ export function loadStoredSteps(path: string, settings: SearchSettings, options:
   }
 
   return steps
-}
-
-/** Append one line and fsync it: a finished step survives a crash. */
-function appendDurable(path: string, line: string): void {
-  const fd = openSync(path, 'a')
-  try {
-    writeSync(fd, `${line}\n`)
-    fsyncSync(fd)
-  } finally {
-    closeSync(fd)
-  }
-}
-
-function writeAtomic(path: string, text: string): void {
-  const tmp = `${path}.tmp`
-  writeFileSync(tmp, text)
-  renameSync(tmp, path)
 }
 
 /** argmax; ties (exactly equal scores) go to the lowest (layer, head). NaN never wins. */
@@ -623,7 +607,7 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
       seconds: seconds(performance.now() - ts),
       finished_at: new Date().toISOString(),
     }
-    appendDurable(jsonlPath, JSON.stringify(line))
+    appendLineDurable(jsonlPath, JSON.stringify(line))
     lines.push(line)
     computed.push(step)
     const result = stepResult(line, params.score)
@@ -632,12 +616,12 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
         `${result.runner_up ? `; next ${formatHead(result.runner_up)} ${formatScore(result.runner_up.score, params.score)}` : ''}), ` +
         `${line.requests} requests, ${line.seconds} s`,
     )
-    writeAtomic(summaryPath, `${JSON.stringify(summarise(), null, 2)}\n`)
+    writeFileAtomic(summaryPath, `${JSON.stringify(summarise(), null, 2)}\n`)
     context.progress?.(step, params.steps, `step ${step} chose ${formatHead(best.head)}`)
   }
 
   const summary = summarise()
-  writeAtomic(summaryPath, `${JSON.stringify(summary, null, 2)}\n`)
+  writeFileAtomic(summaryPath, `${JSON.stringify(summary, null, 2)}\n`)
   return summary
 }
 

@@ -16,7 +16,7 @@
  * others get no KL, the per-query top-k and the ranking are over the scanned heads, and the
  * summary lists them (`prefilter.scored`).
  */
-import {mkdirSync, writeFileSync} from 'node:fs'
+import {mkdirSync} from 'node:fs'
 import {resolve} from 'node:path'
 
 import type {Fields} from '../config/fields.js'
@@ -25,6 +25,7 @@ import type {ResolvedModel} from '../models.js'
 import {type Head, allHeads, formatHead} from '../science/heads.js'
 import {DEFAULT_SMOOTHING, klAgainstClean} from '../science/kl.js'
 import {type HeadKl, type RankedHead, rankHeads, topKHeads} from '../science/ships.js'
+import {writeFileAtomic} from '../orchestration/files.js'
 import {type Unit, singleClientWork} from '../orchestration/work.js'
 import {AblationMethod, type AblationSpec, PromptTemplate, type SidecarInfo, sidecarInfo} from '../sidecar/client.js'
 import {
@@ -48,7 +49,7 @@ import {
   prefilterSummary,
   roundedTotals,
 } from './engine.js'
-import {located, matrixCells, parseMatrix} from './matrix.js'
+import {matrixCells, parseMatrix} from './matrix.js'
 import {lengthOrder} from './prompt-order.js'
 import type {JobKind, JobSpec, ParseContext, RunContext} from './registry.js'
 
@@ -316,7 +317,7 @@ export async function runShips(
     return JSON.stringify(line)
   })
 
-  writeFileSync(jsonlPath, `${lines.join('\n')}\n`)
+  writeFileAtomic(jsonlPath, `${lines.join('\n')}\n`)
 
   const scanned = new Set(headIndex)
   const ranked = rankHeads(perQuery, geometry, topK).filter((h) => scanned.has(h.layer * geometry.numHeads + h.head))
@@ -352,7 +353,7 @@ export async function runShips(
     ...(prefilter ? {prefilter} : {}),
     heads: ranked,
   }
-  writeFileSync(resolve(outDir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`)
+  writeFileAtomic(resolve(outDir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`)
   return summary
 }
 

@@ -12,9 +12,10 @@
  * state directory and outlives the CLI; its {pid, port, model} go into a state file.
  */
 import {type ResultPromise, execa} from 'execa'
-import {closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
+import {closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync} from 'node:fs'
 import {resolve} from 'node:path'
 
+import {writeFileAtomic} from '../orchestration/files.js'
 import {sidecarDir} from '../paths.js'
 
 export interface SidecarOptions {
@@ -283,7 +284,7 @@ export async function startDetached(options: SidecarOptions & {stateDir: string}
           started_at: new Date().toISOString(),
           log: logFile,
         }
-        writeFileSync(stateFile(options.stateDir), `${JSON.stringify(state, null, 2)}\n`)
+        writeFileAtomic(stateFile(options.stateDir), `${JSON.stringify(state, null, 2)}\n`)
         child.unref()
         return state
       }

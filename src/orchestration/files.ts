@@ -1,0 +1,43 @@
+/**
+ * Result files that survive a crash: a reader (or a resumed run) sees a file's old content or its
+ * new content, never a torn mix, and a line reported written is on disk.
+ */
+import {closeSync, fsyncSync, openSync, renameSync, rmSync, writeFileSync, writeSync} from 'node:fs'
+
+/**
+ * Replace `path` with `data`: write a temporary file beside it, fsync it, rename it over `path`
+ * (atomic within a file system). On failure the old file is untouched and the temporary removed.
+ */
+export function writeFileAtomic(path: string, data: string | Uint8Array): void {
+  const tmp = `${path}.tmp`
+  try {
+    const fd = openSync(tmp, 'w')
+    try {
+      writeFileSync(fd, data)
+      fsyncSync(fd) // the data is on disk before the name points at it
+    } finally {
+      closeSync(fd)
+    }
+
+    renameSync(tmp, path)
+  } catch (error) {
+    try {
+      rmSync(tmp, {force: true})
+    } catch {
+      // not a file of ours to remove (a folder of that name, say): leave it
+    }
+
+    throw error
+  }
+}
+
+/** Append one line and fsync it: once this returns, the line survives a crash. */
+export function appendLineDurable(path: string, line: string): void {
+  const fd = openSync(path, 'a')
+  try {
+    writeSync(fd, `${line}\n`)
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+}
