@@ -127,23 +127,31 @@ class RowAblations:
 def row_factors(specs: Sequence[AblationSpec | None], geo: AttentionGeometry) -> RowAblations:
     """Turn one spec per batch row into the per-layer factor tensors the hooks multiply by."""
     plan = RowAblations(rows=len(specs))
+    # (layer, method) -> rows, heads, values; one indexed write per tensor, not one per row
+    # (a fast-engine batch has hundreds of rows).
+    entries: dict[tuple[int, str], tuple[list[int], list[int], list[float]]] = {}
     for row, spec in enumerate(specs):
         if spec is None or spec.is_clean:
             continue
         for layer, head in spec.heads:
-            factors = plan.layers.setdefault(layer, _LayerFactors())
-            if spec.method == "ua":
-                if factors.query_scale is None:
-                    factors.query_scale = torch.ones(len(specs), geo.num_heads, dtype=torch.float64)
-                factors.query_scale[row, head] = spec.eps
-            elif spec.method == "sc":
-                if factors.output_scale is None:
-                    factors.output_scale = torch.ones(len(specs), geo.num_heads, dtype=torch.float64)
-                factors.output_scale[row, head] = spec.eps
+            rows, heads, values = entries.setdefault((layer, spec.method), ([], [], []))
+            rows.append(row)
+            heads.append(head)
+            values.append(spec.eps)
+    shape = (len(specs), geo.num_heads)
+    for (layer, method), (rows, heads, values) in entries.items():
+        factors = plan.layers.setdefault(layer, _LayerFactors())
+        where = (torch.tensor(rows), torch.tensor(heads))
+        if method in ("ua", "sc"):
+            scale = torch.ones(shape, dtype=torch.float64)
+            scale[where] = torch.tensor(values, dtype=torch.float64)
+            if method == "ua":
+                factors.query_scale = scale
             else:
-                if factors.query_mean is None:
-                    factors.query_mean = torch.zeros(len(specs), geo.num_heads, dtype=torch.bool)
-                factors.query_mean[row, head] = True
+                factors.output_scale = scale
+        else:
+            factors.query_mean = torch.zeros(shape, dtype=torch.bool)
+            factors.query_mean[where] = True
     return plan
 
 

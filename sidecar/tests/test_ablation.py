@@ -7,7 +7,15 @@ import copy
 import pytest
 import torch
 
-from sahara_sidecar.ablation import AblationError, AblationSpec, ablated, attention_modules, geometry, validate_spec
+from sahara_sidecar.ablation import (
+    AblationError,
+    AblationSpec,
+    ablated,
+    attention_modules,
+    geometry,
+    row_factors,
+    validate_spec,
+)
 from sahara_sidecar.prompts import encode
 
 FAMILIES = ("llama", "qwen2", "mistral")
@@ -81,6 +89,33 @@ def test_every_row_its_own_spec_equals_separate_runs(tiny_lms, family):
     for row, spec in enumerate(specs):
         alone = logits(lm.model, batch[row : row + 1], None if spec is None else [spec])
         torch.testing.assert_close(together[row], alone[0], atol=1e-5, rtol=0)
+
+
+def test_row_factors_put_each_rows_factor_at_its_layer_and_head(tiny_lms):
+    geo = geometry(tiny_lms["llama"].model)
+    specs = [
+        None,
+        AblationSpec(((0, 0),), "ua", 1e-5),
+        AblationSpec(((1, 2), (0, 3)), "sc", 0.25),
+        AblationSpec(((0, 1),), "mean", 0.0),
+        AblationSpec(),  # clean
+        AblationSpec(((1, 2),), "ua", 0.5),
+    ]
+    plan = row_factors(specs, geo)
+    assert plan.rows == 6 and plan.first_layer == 0 and sorted(plan.layers) == [0, 1]
+    expected_ua0 = torch.ones(6, geo.num_heads, dtype=torch.float64)
+    expected_ua0[1, 0] = 1e-5
+    torch.testing.assert_close(plan.layers[0].query_scale, expected_ua0, atol=0, rtol=0)
+    expected_sc0 = torch.ones(6, geo.num_heads, dtype=torch.float64)
+    expected_sc0[2, 3] = 0.25
+    torch.testing.assert_close(plan.layers[0].output_scale, expected_sc0, atol=0, rtol=0)
+    assert plan.layers[0].query_mean.nonzero().tolist() == [[3, 1]]
+    assert geo.num_heads == 4
+    assert plan.layers[1].query_scale[5].tolist() == [1.0, 1.0, 0.5, 1.0]
+    assert plan.layers[1].query_scale[:5].eq(1).all()
+    assert plan.layers[1].output_scale.ne(1).nonzero().tolist() == [[2, 2]]
+    assert plan.layers[1].query_mean is None
+    assert row_factors([None, AblationSpec()], geo).layers == {}
 
 
 def uniform_causal(t: int) -> torch.Tensor:
