@@ -7,6 +7,7 @@
  * renormalise; that is the default here (`smoothing`), and `smoothing: 0` gives the exact KL.
  * Pure functions, no I/O.
  */
+import {fastExp} from './fast-exp.js'
 
 /** The authors' additive smoothing constant, added to both distributions, no renormalisation. */
 export const DEFAULT_SMOOTHING = 1e-12
@@ -60,16 +61,17 @@ export function klDivergence(clean: LogprobRow, ablated: LogprobRow, options: Kl
 
 /** Below this, log1p(x) = x - x²/2 + x³/3 to float64 precision (the next term is under 3e-17). */
 const SERIES_LIMIT = 1e-4
+const ONE_THIRD = 1 / 3 // a multiplication, not a division, in the inner loop
 
 /**
  * log(exp(b) + s) for s > 0, to float64 rounding, mostly without a logarithm: it equals
  * b + log1p(x) with x = s·exp(-b), and where x < 1e-4 (b > ln s + 9.2: every token more likely
  * than ~1e-8 when s = 1e-12, 98-99% of a small model's vocabulary) log1p is its first three
- * terms. One exp instead of an exp and a log: the Ships KL in 0.7 of the time.
+ * terms. One exp (fastExp) instead of an exp and a log.
  */
 export function logSmoothed(b: number, s: number): number {
-  const x = s * Math.exp(-b)
-  return x < SERIES_LIMIT ? b + x * (1 - x * (0.5 - x / 3)) : Math.log(Math.exp(b) + s)
+  const x = s * fastExp(-b)
+  return x < SERIES_LIMIT ? b + x * (1 - x * (0.5 - x * ONE_THIRD)) : Math.log(Math.exp(b) + s)
 }
 
 /** KL(clean || ablated) for one fixed clean row against any number of ablated rows. */
@@ -100,8 +102,9 @@ export function klFrom(clean: LogprobRow, options: KlOptions = {}): KlFromClean 
       throw new RangeError(`log-prob rows differ in length: clean has ${n}, ablated has ${ablated.length}`)
     }
 
+    const pv = p, logPv = logP, s = smoothing // locals, not closure slots, in the inner loop
     let sum = 0
-    for (let v = 0; v < n; v++) sum += p[v] * (logP[v] - logSmoothed(ablated[v], smoothing))
+    for (let v = 0; v < n; v++) sum += pv[v] * (logPv[v] - logSmoothed(ablated[v], s))
     return sum
   }
 }
