@@ -18,12 +18,12 @@ export const sidecarAvailable = existsSync(python) && existsSync(resolve(repoRoo
  */
 export const skipIntegration = !sidecarAvailable && process.env.CI !== 'true'
 
-export function cli(args: string[], options: {cwd?: string; timeoutMs?: number} = {}) {
+export function cli(args: string[], options: {cwd?: string; timeoutMs?: number; env?: Record<string, string>} = {}) {
   return execa(resolve(repoRoot, 'bin', 'run.js'), args, {
     cwd: options.cwd ?? repoRoot,
     reject: false,
     timeout: options.timeoutMs ?? 240_000,
-    env: {NO_COLOR: '1'},
+    env: {NO_COLOR: '1', ...options.env},
   })
 }
 

@@ -23,7 +23,8 @@ import type {Fields} from '../config/fields.js'
 import type {Dataset} from '../data/datasets.js'
 import type {ResolvedModel} from '../models.js'
 import {type Head, allHeads, formatHead} from '../science/heads.js'
-import {DEFAULT_SMOOTHING, klAgainstClean} from '../science/kl.js'
+import {DEFAULT_SMOOTHING} from '../science/kl.js'
+import {KlThreads, klThreadCount} from '../orchestration/kl-threads.js'
 import {type HeadKl, type RankedHead, rankHeads, topKHeads} from '../science/ships.js'
 import {writeFileAtomic} from '../orchestration/files.js'
 import {type Unit, singleClientWork} from '../orchestration/work.js'
@@ -107,6 +108,8 @@ export interface ShipsTimings {
   forward_s: number
   /** KL and top-k in TypeScript (mostly while the sidecar computes the next request). */
   kl_s: number
+  /** Worker threads the KL ran on (0 = the main thread; see src/orchestration/kl-threads.ts). */
+  kl_threads: number
   /** Time the sidecar had no request of this scan to work on (the CLI was the bottleneck). */
   sidecar_idle_s: number
   total_s: number
@@ -230,6 +233,7 @@ export async function runShips(
   const trace: PipelineTrace = {idleMs: 0}
   const tracked = outstandingTracker(trace)
   const options = {smoothing: params.smoothing}
+  const klThreads = KlThreads.start(klThreadCount(facts.device))
   const methodEnum = METHOD_ENUM[params.method]
   const specsOf = (group: Head[]): AblationSpec[] => [
     {heads: [], method: methodEnum, eps: params.eps},
@@ -276,18 +280,16 @@ export async function runShips(
         }
 
         const tk = performance.now()
-        const rowFloats = nSpecs * facts.vocabSize
-        const kl = chunk.map((_, q) => {
-          const block = logprobs.data.subarray(q * rowFloats, (q + 1) * rowFloats) as Float32Array
-          return Array.from(klAgainstClean(block, nSpecs, facts.vocabSize, options), encodeFloat)
-        })
+        if (!(logprobs.data instanceof Float32Array)) throw new Error(`Forward on ${sidecar.endpoint}: tensor logprobs must be float32`)
+        const scored = await klThreads.score(logprobs.data, chunk.length, nSpecs, facts.vocabSize, options)
+        const kl = chunk.map((_, q) => Array.from(scored.subarray(q * group.length, (q + 1) * group.length), encodeFloat))
         klMs += performance.now() - tk
         context.progress?.(++done, nRequests, `requests (${range})`)
         return {kl, promptTokens: result.promptTokens}
       },
     }
   })
-  const results = await work.map(units)
+  const results = await work.map(units).finally(() => klThreads.close())
   closeTrace(trace)
   if (work.counts.reused > 0) log(`  ${work.counts.reused} of ${nRequests} units reused from the store`)
 
@@ -344,6 +346,7 @@ export async function runShips(
       attribute_s: seconds(attributeMs),
       forward_s: seconds(forwardMs),
       kl_s: seconds(klMs),
+      kl_threads: klThreads.threads,
       sidecar_idle_s: seconds(trace.idleMs),
       total_s: seconds(performance.now() - t0),
       engine: engineOptions.engine,

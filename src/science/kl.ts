@@ -128,3 +128,18 @@ export function klAgainstClean(
   for (let r = 1; r < rows; r++) out[r - 1] = kl(block.subarray(r * vocab, (r + 1) * vocab))
   return out
 }
+
+/**
+ * klAgainstClean for `queries` consecutive [rows, vocab] blocks: [queries * (rows - 1)],
+ * query-major (what one Ships request returns, scored inline or on a KL thread).
+ */
+export function klOfQueries(logprobs: Float32Array, queries: number, rows: number, vocab: number, options: KlOptions = {}): Float64Array<ArrayBuffer> {
+  const block = rows * vocab
+  if (logprobs.length !== queries * block) {
+    throw new RangeError(`log-probs hold ${logprobs.length} floats, expected queries*rows*vocab = ${queries}*${rows}*${vocab}`)
+  }
+
+  const out = new Float64Array(queries * (rows - 1))
+  for (let q = 0; q < queries; q++) out.set(klAgainstClean(logprobs.subarray(q * block, (q + 1) * block), rows, vocab, options), q * (rows - 1))
+  return out
+}

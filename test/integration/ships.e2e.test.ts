@@ -86,6 +86,7 @@ describe.skipIf(skipIntegration)('ships end to end (real sidecar, tiny Llama)', 
     const summary = JSON.parse(result.stdout) as ShipsSummary
     expect(summary).toMatchObject({kind: 'ships', method: 'ua', eps: 1e-5, template: 'paper', n_queries: PROMPTS.length, smoothing: 1e-12, num_layers: L, num_heads: H, family: 'llama'})
     expect(summary.heads).toHaveLength(L * H)
+    expect(summary.timings.kl_threads).toBe(0) // a CPU sidecar: the KL stays on the main thread
     for (let i = 1; i < summary.heads.length; i++) expect(summary.heads[i - 1].mean_kl).toBeGreaterThanOrEqual(summary.heads[i].mean_kl)
     expect(JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8'))).toEqual(summary)
 
@@ -107,10 +108,15 @@ describe.skipIf(skipIntegration)('ships end to end (real sidecar, tiny Llama)', 
     expect(readLines(join(dir, 'ua-2'))).toHaveLength(2)
   })
 
-  async function scanVia(endpoint: string, smoothing: number): Promise<string> {
+  /** A scan with its KL on 2 worker threads (a CPU sidecar gets none by default). */
+  async function scanOnKlThreads(endpoint: string, smoothing: number): Promise<string> {
     const out = join(dir, `sc-${smoothing}`)
-    const result = await cli(['ships', '--model', model, '--dataset', prompts, '--method', 'sc', '--eps', '1e-4', '--smoothing', String(smoothing), '--top-k', String(L * H), '--out', out, '--endpoint', endpoint, '--json'])
+    const result = await cli(
+      ['ships', '--model', model, '--dataset', prompts, '--method', 'sc', '--eps', '1e-4', '--smoothing', String(smoothing), '--top-k', String(L * H), '--out', out, '--endpoint', endpoint, '--json'],
+      {env: {SAHARA_KL_THREADS: '2'}},
+    )
     expect(result.exitCode, result.stderr).toBe(0)
+    expect((JSON.parse(result.stdout) as ShipsSummary).timings.kl_threads).toBe(2)
     return out
   }
 
@@ -153,11 +159,12 @@ describe.skipIf(skipIntegration)('ships end to end (real sidecar, tiny Llama)', 
         client.close()
       }
 
-      // Same tensors, two implementations of the KL arithmetic: TS (float64) and numpy (float64).
-      // The sidecar is deterministic, so the only differences left are summation order.
+      // Same tensors, two implementations of the KL arithmetic: TS (float64; with smoothing on
+      // KL worker threads) and numpy (float64). The sidecar is deterministic, so the only
+      // differences left are summation order.
       for (const smoothing of [0, 1e-12]) {
         const sameTensors = await sidecarTensorKl(state.endpoint, 'sc', 1e-4, smoothing)
-        const run = smoothing === 0 ? lines : readLines(await scanVia(state.endpoint, smoothing))
+        const run = smoothing === 0 ? lines : readLines(await scanOnKlThreads(state.endpoint, smoothing))
         for (const [q, line] of run.entries()) {
           for (const entry of line.top) {
             const expected = sameTensors[q][entry.layer * H + entry.head_index]
