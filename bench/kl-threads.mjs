@@ -16,7 +16,7 @@ const uniform = () => ((state = (state * 1_103_515_245 + 12_345) % 2_147_483_648
 const gauss = () => Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform())
 
 const data = Array.from({length: requests}, () => {
-  const out = new Float32Array(queries * rows * vocab)
+  const out = new Float32Array(new SharedArrayBuffer(queries * rows * vocab * 4)) // as the sidecar client delivers tensors
   for (let q = 0; q < queries; q++) {
     const base = Float64Array.from({length: vocab}, () => gauss() * sigma)
     for (let r = 0; r < rows; r++) {

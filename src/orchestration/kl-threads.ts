@@ -5,7 +5,8 @@
  * ~1e-8): a 7B model's full scan is 100 prompts × 1024 heads × 32000 entries, 75-150 s of one
  * core, about what one GPU needs to compute it. The main thread also receives every tensor, so
  * the KL runs on `threads` workers instead: each request's queries are split into contiguous
- * ranges, one per worker, copied into their own buffers and transferred (no second copy).
+ * ranges, one per worker. Tensors from the sidecar client lie in shared memory, which the workers
+ * read where it is; other arrays are copied into a buffer per range and transferred.
  * With 0 threads (CPU sidecars, whose cores the CLI would only take away) it runs inline.
  */
 import {availableParallelism} from 'node:os'
@@ -20,7 +21,7 @@ const MAX_AUTO_THREADS = 8
 /** What the main thread sends one worker: `queries` blocks of [rows, vocab] log-probs. */
 export interface KlThreadJob {
   id: number
-  logprobs: Float32Array<ArrayBuffer>
+  logprobs: Float32Array
   queries: number
   rows: number
   vocab: number
@@ -77,8 +78,8 @@ export class KlThreads {
 
   /**
    * KL of every ablated row against its query's clean row (row 0 of each block) for `queries`
-   * blocks of [rows, vocab] log-probs: [queries * (rows - 1)], query-major. The data is copied;
-   * `logprobs` stays usable.
+   * blocks of [rows, vocab] log-probs: [queries * (rows - 1)], query-major. `logprobs` stays
+   * usable (read in place if shared, else copied); it must not change until this resolves.
    */
   async score(logprobs: Float32Array, queries: number, rows: number, vocab: number, options: KlOptions): Promise<Float64Array> {
     if (logprobs.length !== queries * rows * vocab) {
@@ -94,7 +95,9 @@ export class KlThreads {
     const jobs = Array.from({length: parts}, (_, part) => {
       const first = Math.floor((part * queries) / parts)
       const last = Math.floor(((part + 1) * queries) / parts)
-      const slice = logprobs.slice(first * rows * vocab, last * rows * vocab) // own buffer, transferable
+      const range = logprobs.subarray(first * rows * vocab, last * rows * vocab)
+      // shared: the worker reads it in place; else an own, transferable copy
+      const slice = range.buffer instanceof SharedArrayBuffer ? range : range.slice()
       return this.run(this.workers[(firstWorker + part) % this.workers.length], {id: 0, logprobs: slice, queries: last - first, rows, vocab, options}).then((kl) =>
         out.set(kl, first * (rows - 1)),
       )
@@ -113,7 +116,8 @@ export class KlThreads {
     return new Promise<Float64Array>((resolve, reject) => {
       this.pending.set(id, {worker, resolve, reject})
       worker.ref()
-      worker.postMessage({...job, id}, [job.logprobs.buffer])
+      const buffer = job.logprobs.buffer
+      worker.postMessage({...job, id}, buffer instanceof SharedArrayBuffer ? [] : [buffer])
     })
   }
 

@@ -119,7 +119,8 @@ export class TensorAssembler {
         }
 
         if (this.buffers.has(t.name)) throw new SidecarError(`Forward stream: tensor ${t.name} declared twice`, 'PROTOCOL')
-        this.buffers.set(t.name, {header: t, bytes: new Uint8Array(t.byteLength), spans: []})
+        // Shared memory: KL worker threads read a tensor where it lies (src/orchestration/kl-threads.ts)
+        this.buffers.set(t.name, {header: t, bytes: new Uint8Array(new SharedArrayBuffer(t.byteLength)), spans: []})
       }
 
       return

@@ -48,6 +48,10 @@ describe('KlThreads', () => {
         {queries: 2, rows: 3, vocab: 1000},
         {queries: 1, rows: 6, vocab: 50},
       ].map((shape, i) => ({...shape, logprobs: logprobBlocks(shape.queries, shape.rows, shape.vocab, 10 + i)}))
+      // as the sidecar client delivers tensors: in shared memory, which the workers read in place
+      const shared = new Float32Array(new SharedArrayBuffer(requests[0].logprobs.byteLength))
+      shared.set(requests[0].logprobs)
+      requests.push({...requests[0], logprobs: shared})
       for (const smoothing of [1e-12, 0]) {
         const scored = await Promise.all(requests.map((r) => threads.score(r.logprobs, r.queries, r.rows, r.vocab, {smoothing})))
         for (const [i, r] of requests.entries()) {
