@@ -1,8 +1,8 @@
 /**
  * The Ships KL on worker threads, so that the CLI keeps up with GPU sidecars.
  *
- * One thread scores ~20-45 ns per vocabulary entry (more where many tokens are less likely than
- * ~1e-8): a 7B model's full scan is 100 prompts × 1024 heads × 32000 entries, 75-150 s of one
+ * One thread scores ~25-40 ns per vocabulary entry (more where many tokens are less likely than
+ * ~1e-8): a 7B model's full scan is 100 prompts × 1024 heads × 32000 entries, 85-130 s of one
  * core, about what one GPU needs to compute it. The main thread also receives every tensor, so
  * the KL runs on `threads` workers instead: each request's queries are split into contiguous
  * ranges, one per worker. Tensors from the sidecar client lie in shared memory, which the workers
