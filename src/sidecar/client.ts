@@ -9,12 +9,13 @@
 import {type ClientReadableStream, Metadata, type ServiceError, status as GrpcStatus} from '@grpc/grpc-js'
 import {endianness} from 'node:os'
 
-import {HealthCheckResponse_ServingStatus, HealthClient} from '../gen/grpc/health/v1/health.js'
+import {type HealthCheckResponse, HealthCheckResponse_ServingStatus, HealthClient} from '../gen/grpc/health/v1/health.js'
 import {
   type AblationSpec,
   AblationServiceClient,
   type AttributeRequest,
   type CountTokensRequest,
+  type CountTokensResponse,
   type DescribeResponse,
   DType,
   Engine,
@@ -242,14 +243,22 @@ export class SidecarClient {
     return new Date(Date.now() + ms)
   }
 
-  /** SERVING / NOT_SERVING / ... for the whole server (service "") or a named service. */
-  healthCheck(service = ''): Promise<string> {
+  /** One unary call as a promise; its error named after `call` and this endpoint. */
+  private unary<T>(call: string, start: (done: (error: ServiceError | null, response: T) => void) => void): Promise<T> {
     return new Promise((resolve, reject) => {
-      this.health.check({service}, new Metadata(), {deadline: this.deadline(this.unaryDeadlineMs)}, (error, response) => {
-        if (error) reject(toSidecarError(error, 'Health.Check', this.endpoint))
-        else resolve(HealthCheckResponse_ServingStatus[response.status] ?? String(response.status))
+      start((error, response) => {
+        if (error) reject(toSidecarError(error, call, this.endpoint))
+        else resolve(response)
       })
     })
+  }
+
+  /** SERVING / NOT_SERVING / ... for the whole server (service "") or a named service. */
+  async healthCheck(service = ''): Promise<string> {
+    const response = await this.unary<HealthCheckResponse>('Health.Check', (done) =>
+      this.health.check({service}, new Metadata(), {deadline: this.deadline(this.unaryDeadlineMs)}, done),
+    )
+    return HealthCheckResponse_ServingStatus[response.status] ?? String(response.status)
   }
 
   /** Wait until the channel connects, then until health says SERVING. */
@@ -271,12 +280,7 @@ export class SidecarClient {
   }
 
   describe(): Promise<DescribeResponse> {
-    return new Promise((resolve, reject) => {
-      this.service.describe({}, new Metadata(), {deadline: this.deadline(this.unaryDeadlineMs)}, (error, response) => {
-        if (error) reject(toSidecarError(error, 'Describe', this.endpoint))
-        else resolve(response)
-      })
-    })
+    return this.unary('Describe', (done) => this.service.describe({}, new Metadata(), {deadline: this.deadline(this.unaryDeadlineMs)}, done))
   }
 
   /** One Forward call, its streamed tensors reassembled. */
@@ -303,23 +307,16 @@ export class SidecarClient {
   measurePeak(request: Partial<MeasurePeakRequest> = {}): Promise<MeasurePeakResponse> {
     const full: MeasurePeakRequest = {size: 0, minSeconds: 0, ...request}
     const deadline = this.deadline(this.unaryDeadlineMs + 1000 * (full.minSeconds || 1) * 4)
-    return new Promise((resolve, reject) => {
-      this.service.measurePeak(full, new Metadata(), {deadline}, (error, response) => {
-        if (error) reject(toSidecarError(error, 'MeasurePeak', this.endpoint))
-        else resolve(response)
-      })
-    })
+    return this.unary('MeasurePeak', (done) => this.service.measurePeak(full, new Metadata(), {deadline}, done))
   }
 
   /** Tokens per prompt after templating (as Forward's header reports them); the model does not run. */
-  countTokens(request: Partial<CountTokensRequest> & {prompts: string[]}): Promise<number[]> {
+  async countTokens(request: Partial<CountTokensRequest> & {prompts: string[]}): Promise<number[]> {
     const full: CountTokensRequest = {template: 0, ...request}
-    return new Promise((resolve, reject) => {
-      this.service.countTokens(full, new Metadata(), {deadline: this.deadline(this.unaryDeadlineMs)}, (error, response) => {
-        if (error) reject(toSidecarError(error, 'CountTokens', this.endpoint))
-        else resolve(response.promptTokens)
-      })
-    })
+    const response = await this.unary<CountTokensResponse>('CountTokens', (done) =>
+      this.service.countTokens(full, new Metadata(), {deadline: this.deadline(this.unaryDeadlineMs)}, done),
+    )
+    return response.promptTokens
   }
 
   /** A header-chunks-stats stream (Forward, Attribute) reassembled. */
