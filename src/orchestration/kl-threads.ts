@@ -12,7 +12,7 @@
 import {availableParallelism} from 'node:os'
 import {Worker} from 'node:worker_threads'
 
-import {type KlOptions, klOfQueries} from '../science/kl.js'
+import {type KlOptions, checkQueryBlocks, klOfQueries} from '../science/kl.js'
 
 /** Environment override of the thread count (a whole number >= 0). */
 export const KL_THREADS_ENV = 'SAHARA_KL_THREADS'
@@ -82,10 +82,7 @@ export class KlThreads {
    * usable (read in place if shared, else copied); it must not change until this resolves.
    */
   async score(logprobs: Float32Array, queries: number, rows: number, vocab: number, options: KlOptions): Promise<Float64Array> {
-    if (logprobs.length !== queries * rows * vocab) {
-      throw new RangeError(`log-probs hold ${logprobs.length} floats, expected queries*rows*vocab = ${queries}*${rows}*${vocab}`)
-    }
-
+    checkQueryBlocks(logprobs, queries, rows, vocab)
     if (this.workers.length === 0) return klOfQueries(logprobs, queries, rows, vocab, options)
     if (this.stopped) throw this.stopped
     const parts = Math.min(this.workers.length, queries)

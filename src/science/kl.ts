@@ -28,16 +28,26 @@ export type LogprobRow = ArrayLike<number>
  * to exp/log round trips; terms with p_v = 0 contribute 0, and p_v > 0 with q_v = 0 gives
  * Infinity (the exact answer).
  */
-export function klDivergence(clean: LogprobRow, ablated: LogprobRow, options: KlOptions = {}): number {
+/** The smoothing of `options` (default: the authors'), checked. */
+function smoothingOf(options: KlOptions): number {
   const smoothing = options.smoothing ?? DEFAULT_SMOOTHING
   if (!(Number.isFinite(smoothing) && smoothing >= 0)) {
     throw new RangeError(`smoothing must be a finite number >= 0, got ${smoothing}`)
   }
 
-  const n = clean.length
+  return smoothing
+}
+
+function checkSameLength(n: number, ablated: LogprobRow): void {
   if (ablated.length !== n) {
     throw new RangeError(`log-prob rows differ in length: clean has ${n}, ablated has ${ablated.length}`)
   }
+}
+
+export function klDivergence(clean: LogprobRow, ablated: LogprobRow, options: KlOptions = {}): number {
+  const smoothing = smoothingOf(options)
+  const n = clean.length
+  checkSameLength(n, ablated)
 
   let sum = 0
   if (smoothing === 0) {
@@ -85,11 +95,8 @@ export type KlFromClean = (ablated: LogprobRow) => number
  * With smoothing 0 it is klDivergence's exact log-space KL.
  */
 export function klFrom(clean: LogprobRow, options: KlOptions = {}): KlFromClean {
-  const smoothing = options.smoothing ?? DEFAULT_SMOOTHING
+  const smoothing = smoothingOf(options)
   if (smoothing === 0) return (ablated) => klDivergence(clean, ablated, options)
-  if (!(Number.isFinite(smoothing) && smoothing > 0)) {
-    throw new RangeError(`smoothing must be a finite number >= 0, got ${smoothing}`)
-  }
 
   const n = clean.length
   const p = new Float64Array(n)
@@ -100,10 +107,7 @@ export function klFrom(clean: LogprobRow, options: KlOptions = {}): KlFromClean 
   }
 
   return (ablated) => {
-    if (ablated.length !== n) {
-      throw new RangeError(`log-prob rows differ in length: clean has ${n}, ablated has ${ablated.length}`)
-    }
-
+    checkSameLength(n, ablated)
     const pv = p, logPv = logP, s = smoothing // locals, not closure slots, in the inner loop
     let sum = 0
     for (let v = 0; v < n; v++) sum += pv[v] * (logPv[v] - logSmoothed(ablated[v], s))
@@ -136,12 +140,17 @@ export function klAgainstClean(
  * query-major (what one Ships request returns, scored inline or on a KL thread).
  */
 export function klOfQueries(logprobs: Float32Array, queries: number, rows: number, vocab: number, options: KlOptions = {}): Float64Array<ArrayBuffer> {
+  checkQueryBlocks(logprobs, queries, rows, vocab)
   const block = rows * vocab
-  if (logprobs.length !== queries * block) {
-    throw new RangeError(`log-probs hold ${logprobs.length} floats, expected queries*rows*vocab = ${queries}*${rows}*${vocab}`)
-  }
 
   const out = new Float64Array(queries * (rows - 1))
   for (let q = 0; q < queries; q++) out.set(klAgainstClean(logprobs.subarray(q * block, (q + 1) * block), rows, vocab, options), q * (rows - 1))
   return out
+}
+
+/** `queries` blocks of [rows, vocab] floats is exactly what `logprobs` holds. */
+export function checkQueryBlocks(logprobs: Float32Array, queries: number, rows: number, vocab: number): void {
+  if (logprobs.length !== queries * rows * vocab) {
+    throw new RangeError(`log-probs hold ${logprobs.length} floats, expected queries*rows*vocab = ${queries}*${rows}*${vocab}`)
+  }
 }
