@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from . import head_layout
+from .head_layout import HeadLayout, HeadLayoutError
+
 METHODS = ("ua", "sc", "mean")
 
 
@@ -155,27 +158,34 @@ def row_factors(specs: Sequence[AblationSpec | None], geo: AttentionGeometry) ->
     return plan
 
 
-def _per_head(x: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """View [rows, T, H*d_h] (or [rows, T, H, d_h]) as [rows, T, H, d_h]."""
-    if x.dim() == 4:
-        return x
-    return x.view(*x.shape[:-1], num_heads, x.shape[-1] // num_heads)
+def query_modules(model: nn.Module) -> list[nn.Module]:
+    """Where each layer's query is hooked (UA, MEAN): q_norm's output in families that normalise
+    queries (scaling before the norm would be undone by it), else q_proj's."""
+    return [getattr(attn, "q_norm", None) or attn.q_proj for attn in attention_modules(model)]
 
 
-def _apply_query(q: torch.Tensor, factors: _LayerFactors, num_heads: int) -> torch.Tensor:
-    heads, rows = _per_head(q, num_heads), q.shape[0]
+def query_layout(model: nn.Module) -> HeadLayout:
+    """The head layout of the query modules' outputs (head_layout: measured once per model)."""
+    try:
+        return head_layout.query_layout(model, query_modules(model)[0], geometry(model).num_heads)
+    except HeadLayoutError as err:
+        raise AblationError(f"{type(model).__name__}: cannot locate the query heads: {err}") from err
+
+
+def _apply_query(q: torch.Tensor, factors: _LayerFactors, layout: HeadLayout) -> torch.Tensor:
+    heads, rows = layout.split(q), q.shape[0]
     if factors.query_mean is not None:
         mask = factors.query_mean[:rows].to(heads.device)[:, None, :, None]
         heads = torch.where(mask, heads.mean(dim=2, keepdim=True).expand_as(heads), heads)
     if factors.query_scale is not None:
         heads = heads * factors.query_scale[:rows].to(device=heads.device, dtype=heads.dtype)[:, None, :, None]
-    return heads.reshape(q.shape)
+    return layout.join(heads, q)
 
 
-def _apply_output(x: torch.Tensor, factors: _LayerFactors, num_heads: int) -> torch.Tensor:
-    heads, rows = _per_head(x, num_heads), x.shape[0]
+def _apply_output(x: torch.Tensor, factors: _LayerFactors, layout: HeadLayout) -> torch.Tensor:
+    heads, rows = layout.split(x), x.shape[0]
     heads = heads * factors.output_scale[:rows].to(device=heads.device, dtype=heads.dtype)[:, None, :, None]
-    return heads.reshape(x.shape)
+    return layout.join(heads, x)
 
 
 def _move_factors(factors: _LayerFactors, like: torch.Tensor) -> None:
@@ -211,23 +221,25 @@ def ablated(
     plan = row_factors(specs, geo)
     handles = []
     attns = attention_modules(model)
+    queries = query_modules(model)
+    query_heads = query_layout(model) if plan.layers else HeadLayout(geo.num_heads)
+    flat = HeadLayout(geo.num_heads)  # o_proj's input
     try:
         for layer, factors in plan.layers.items():
             attn = attns[layer]
             _move_factors(factors, attn.q_proj.weight)
             if factors.query_scale is not None or factors.query_mean is not None:
-                query_module = getattr(attn, "q_norm", None) or attn.q_proj
 
                 def query_hook(_m, _inp, out, factors=factors):
                     _check_rows(out, plan, prefixes)
-                    return _apply_query(out, factors, geo.num_heads)
+                    return _apply_query(out, factors, query_heads)
 
-                handles.append(query_module.register_forward_hook(query_hook))
+                handles.append(queries[layer].register_forward_hook(query_hook))
             if factors.output_scale is not None:
 
                 def output_hook(_m, args, factors=factors):
                     _check_rows(args[0], plan, prefixes)
-                    return (_apply_output(args[0], factors, geo.num_heads), *args[1:])
+                    return (_apply_output(args[0], factors, flat), *args[1:])
 
                 handles.append(attn.o_proj.register_forward_pre_hook(output_hook))
         yield plan

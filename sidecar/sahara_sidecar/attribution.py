@@ -28,8 +28,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .ablation import AblationError, _per_head, attention_modules
+from .ablation import AblationError, attention_modules, query_layout, query_modules
 from .forward import last_position_logits
+from .head_layout import HeadLayout
 from .loading import LoadedModel
 from .memory import activation_bytes_per_row, budget_bytes, plan_batch_rows, run_in_batches
 from .prompts import left_pad
@@ -45,28 +46,28 @@ class AttributionBatch:
     attribution: torch.Tensor  # [len(prompts), L, H] float32, cpu
 
 
-def _scale(x: torch.Tensor, alpha: torch.Tensor, num_heads: int) -> torch.Tensor:
-    heads = _per_head(x, num_heads)
-    return (heads * alpha.to(heads.dtype)[:, None, :, None]).reshape(x.shape)
+def _scale(x: torch.Tensor, alpha: torch.Tensor, layout: HeadLayout) -> torch.Tensor:
+    heads = layout.split(x)
+    return layout.join(heads * alpha.to(heads.dtype)[:, None, :, None], x)
 
 
 @contextmanager
 def head_scales(model: nn.Module, alpha: torch.Tensor, method: str, num_heads: int) -> Iterator[None]:
     """Multiply head h of layer l in row r by alpha[r, l, h] where `method` ablates it."""
     handles = []
+    queries, query_heads, flat = query_modules(model), query_layout(model), HeadLayout(num_heads)
     try:
         for layer, attn in enumerate(attention_modules(model)):
             if method == "ua":
-                module = getattr(attn, "q_norm", None) or attn.q_proj
 
                 def query_hook(_m, _args, out, layer=layer):
-                    return _scale(out, alpha[:, layer], num_heads)
+                    return _scale(out, alpha[:, layer], query_heads)
 
-                handles.append(module.register_forward_hook(query_hook))
+                handles.append(queries[layer].register_forward_hook(query_hook))
             else:
 
                 def output_hook(_m, args, layer=layer):
-                    return (_scale(args[0], alpha[:, layer], num_heads), *args[1:])
+                    return (_scale(args[0], alpha[:, layer], flat), *args[1:])
 
                 handles.append(attn.o_proj.register_forward_pre_hook(output_hook))
         yield

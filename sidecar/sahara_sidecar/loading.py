@@ -120,6 +120,7 @@ def check_structure(name: str, model: nn.Module) -> None:
     try:
         ablation.attention_modules(model)
         final_norm(model)
+        ablation.query_layout(model)  # measured here (a short forward), not in the first request
     except (ablation.AblationError, LoadError) as err:
         raise LoadError(
             f"{name}: model type {model.config.model_type!r} is not supported: {err}. "

@@ -13,9 +13,11 @@ from sahara_sidecar.ablation import (
     ablated,
     attention_modules,
     geometry,
+    query_layout,
     row_factors,
     validate_spec,
 )
+from sahara_sidecar.head_layout import HeadLayout, HeadLayoutError
 from sahara_sidecar.prompts import encode
 
 FAMILIES = ("llama", "qwen2", "mistral")
@@ -122,11 +124,16 @@ def uniform_causal(t: int) -> torch.Tensor:
     return torch.tril(torch.ones(t, t)) / torch.arange(1, t + 1, dtype=torch.float32)[:, None]
 
 
-@pytest.mark.parametrize("family", [*FAMILIES, "qwen3"])
-def test_ua_tiny_eps_gives_uniform_causal_attention(eager_lms, family):
+@pytest.mark.parametrize("family", [*FAMILIES, "qwen3", "gemma3"])
+@pytest.mark.parametrize("length", ["prompt", "as many tokens as heads"])
+def test_ua_tiny_eps_gives_uniform_causal_attention(eager_lms, family, length):
+    """Only the named head's attention becomes uniform, also where q_norm's output is [rows, H, T, d_h]
+    (Gemma 3) and T == H, where its shape alone would not tell heads from positions."""
     lm = eager_lms[family]
     geo = lm.geometry
     input_ids = token_batch(lm, PROMPTS[0])
+    if length != "prompt":
+        input_ids = input_ids[:, : geo.num_heads]
     t = input_ids.shape[1]
     layer, head = 1, 1
     with torch.inference_mode():
@@ -181,3 +188,16 @@ def test_hooks_are_removed_after_the_block(tiny_lms):
     with pytest.raises(RuntimeError), ablated(lm.model, [AblationSpec(((0, 0),), "sc", 0.0)]):
         raise RuntimeError("boom")
     torch.testing.assert_close(logits(lm.model, input_ids), before, atol=0, rtol=0)
+
+
+def test_query_layout_is_measured_per_family(tiny_lms):
+    """q_proj's output is flat; Qwen3's q_norm sees [rows, T, H, d_h], Gemma 3's [rows, H, T, d_h]."""
+    assert query_layout(tiny_lms["llama"].model) == HeadLayout(4)
+    assert query_layout(tiny_lms["qwen3"].model) == HeadLayout(4)
+    assert query_layout(tiny_lms["gemma3"].model) == HeadLayout(4, heads_before_tokens=True)
+    x = torch.arange(2 * 3 * 4 * 5.0).view(2, 3, 4, 5)  # [rows, H=3, T=4, d_h]
+    layout = HeadLayout(3, heads_before_tokens=True)
+    assert layout.split(x).shape == (2, 4, 3, 5)
+    assert torch.equal(layout.join(layout.split(x) * 1, x), x)
+    with pytest.raises(HeadLayoutError, match=r"expected 4 heads in a hooked tensor, got shape \(2, 3, 4, 5\)"):
+        HeadLayout(4, heads_before_tokens=True).split(x)

@@ -19,7 +19,7 @@ from sahara_sidecar.attention_reuse import (
 from sahara_sidecar.engines import run_forward
 from sahara_sidecar.prompts import encode
 
-FAMILIES = ("llama", "qwen2", "mistral", "qwen3")
+FAMILIES = ("llama", "qwen2", "mistral", "qwen3", "gemma3")
 PROMPTS = ["How do I bake bread at home?", "Hi there"]  # different lengths: left padding, a 4-D mask
 LAYER = 1
 

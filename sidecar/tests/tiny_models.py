@@ -14,6 +14,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     AutoModelForCausalLM,
+    Gemma3TextConfig,
     LlamaConfig,
     MistralConfig,
     PreTrainedTokenizerFast,
@@ -22,7 +23,9 @@ from transformers import (
 )
 
 FAMILIES = ("llama", "qwen2", "mistral")
-EXTRA_FAMILIES = ("qwen3",)  # per-head q_norm: UA must act after the norm
+# Per-head q_norm, where UA must act after the norm: Qwen3 normalises [rows, T, H, d_h], Gemma 3
+# [rows, H, T, d_h] (head_layout.py).
+EXTRA_FAMILIES = ("qwen3", "gemma3")
 VOCAB_SIZE = 300
 SPECIAL = ["<pad>", "<s>", "</s>"]
 CORPUS = [
@@ -81,6 +84,9 @@ def build_config(family: str, tokenizer: PreTrainedTokenizerFast):
         return MistralConfig(num_key_value_heads=1, sliding_window=None, tie_word_embeddings=False, **common)
     if family == "qwen3":  # GQA, q_norm/k_norm per head
         return Qwen3Config(num_key_value_heads=2, head_dim=16, tie_word_embeddings=True, **common)
+    if family == "gemma3":  # GQA, q_norm/k_norm per head after the transpose, sliding-window layers
+        layer_types = ["sliding_attention", "full_attention", "sliding_attention"]  # a window shorter than prompts
+        return Gemma3TextConfig(num_key_value_heads=2, head_dim=16, sliding_window=8, layer_types=layer_types, **common)
     raise ValueError(family)
 
 
