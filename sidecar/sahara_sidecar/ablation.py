@@ -5,8 +5,9 @@ model). Hooks read per-row, per-head factors, so one forward can ablate a differ
 heads in every row. Methods (METHOD.md):
 
 - UA   (undifferentiated attention): the head's query is multiplied by eps. Hooked at the
-       q_proj output, or at q_norm's output for families that normalise queries per head
-       (Qwen3, Gemma3), where scaling before the norm would be undone by it.
+       q_proj output (the query part of a fused qkv_proj, Phi-3), or at q_norm's output for
+       families that normalise queries (Qwen3, Gemma3, OLMo 2), where scaling before the norm
+       would be undone by it. head_layout.py finds the heads in these tensors.
 - SC   (scaling contribution): the head's output, i.e. its slice of the o_proj input, is
        multiplied by eps.
 - MEAN: the head's query is replaced by the mean query over all query heads of its layer.
@@ -63,12 +64,20 @@ def decoder_layers(model: nn.Module) -> Sequence[nn.Module]:
     return layers
 
 
+def query_projection(attn: nn.Module) -> nn.Module | None:
+    """The linear map that computes an attention module's queries: q_proj, or a fused qkv_proj whose
+    output is [queries | keys | values] (Phi-3); None if it has neither."""
+    return getattr(attn, "q_proj", None) or getattr(attn, "qkv_proj", None)
+
+
 def attention_modules(model: nn.Module) -> list[nn.Module]:
     modules = []
     for index, layer in enumerate(decoder_layers(model)):
         attn = getattr(layer, "self_attn", None)
-        if attn is None or not hasattr(attn, "q_proj") or not hasattr(attn, "o_proj"):
-            raise AblationError(f"layer {index}: attention has no q_proj/o_proj; this family is not supported")
+        if attn is None or query_projection(attn) is None or not hasattr(attn, "o_proj"):
+            raise AblationError(
+                f"layer {index}: attention has no q_proj (or fused qkv_proj) and o_proj; this family is not supported"
+            )
         modules.append(attn)
     return modules
 
@@ -160,14 +169,15 @@ def row_factors(specs: Sequence[AblationSpec | None], geo: AttentionGeometry) ->
 
 def query_modules(model: nn.Module) -> list[nn.Module]:
     """Where each layer's query is hooked (UA, MEAN): q_norm's output in families that normalise
-    queries (scaling before the norm would be undone by it), else q_proj's."""
-    return [getattr(attn, "q_norm", None) or attn.q_proj for attn in attention_modules(model)]
+    queries (scaling before the norm would be undone by it), else the query projection's."""
+    return [getattr(attn, "q_norm", None) or query_projection(attn) for attn in attention_modules(model)]
 
 
 def query_layout(model: nn.Module) -> HeadLayout:
     """The head layout of the query modules' outputs (head_layout: measured once per model)."""
     try:
-        return head_layout.query_layout(model, query_modules(model)[0], geometry(model).num_heads)
+        geo = geometry(model)
+        return head_layout.query_layout(model, query_modules(model)[0], geo.num_heads, geo.head_dim, geo.num_kv_heads)
     except HeadLayoutError as err:
         raise AblationError(f"{type(model).__name__}: cannot locate the query heads: {err}") from err
 
@@ -227,7 +237,7 @@ def ablated(
     try:
         for layer, factors in plan.layers.items():
             attn = attns[layer]
-            _move_factors(factors, attn.q_proj.weight)
+            _move_factors(factors, attn.o_proj.weight)
             if factors.query_scale is not None or factors.query_mean is not None:
 
                 def query_hook(_m, _inp, out, factors=factors):

@@ -33,7 +33,7 @@ from .ablation import AblationSpec
 from .module_patches import forwards_replaced
 
 WRAPPED_IMPLEMENTATION = "sdpa"
-INPUT_PROJECTIONS = ("q_proj", "k_proj", "v_proj")
+INPUT_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "qkv_proj")  # qkv_proj: fused (Phi-3)
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ def planned_attention(model: nn.Module) -> Iterator[dict[nn.Module, LayerPlan] |
 
 
 def reusable_projections(attention: nn.Module) -> list[nn.Linear]:
-    """The separate q/k/v projections of an attention module (fused ones are computed as usual)."""
+    """The q/k/v projections of an attention module, separate or one fused qkv_proj (plain nn.Linear)."""
     found = [getattr(attention, name, None) for name in INPUT_PROJECTIONS]
     return [m for m in found if isinstance(m, nn.Linear) and "forward" not in m.__dict__]
 

@@ -124,7 +124,8 @@ def check_structure(name: str, model: nn.Module) -> None:
     except (ablation.AblationError, LoadError) as err:
         raise LoadError(
             f"{name}: model type {model.config.model_type!r} is not supported: {err}. "
-            "The sidecar needs decoder layers (.model.layers) whose self_attn has q_proj and o_proj, and .model.norm"
+            "The sidecar needs decoder layers (.model.layers) whose self_attn has q_proj (or a fused qkv_proj) "
+            "and o_proj, and .model.norm"
         ) from err
 
 
@@ -167,8 +168,13 @@ def queries_normalised(model: nn.Module) -> bool:
     return any(getattr(attn, "q_norm", None) is not None for attn in ablation.attention_modules(model))
 
 
-def projection_bias(model: nn.Module, projection: str) -> bool:
-    return getattr(ablation.attention_modules(model)[0], projection).bias is not None
+def query_bias(model: nn.Module) -> bool:
+    """Whether the query projection (q_proj, or the query part of a fused qkv_proj) has a bias."""
+    return getattr(ablation.query_projection(ablation.attention_modules(model)[0]), "bias", None) is not None
+
+
+def output_bias(model: nn.Module) -> bool:
+    return ablation.attention_modules(model)[0].o_proj.bias is not None
 
 
 def max_positions(model: nn.Module) -> int:

@@ -14,6 +14,7 @@ from sahara_sidecar.ablation import (
     attention_modules,
     geometry,
     query_layout,
+    query_projection,
     row_factors,
     validate_spec,
 )
@@ -45,7 +46,8 @@ def logits(model, input_ids: torch.Tensor, specs=None) -> torch.Tensor:
 
 
 def weight_surgery(model, spec: AblationSpec):
-    """A deep copy with the spec's heads ablated in the weights: UA scales W_q rows (and bias), SC W_o columns."""
+    """A deep copy with the spec's heads ablated in the weights: UA scales W_q rows (and bias; the first
+    rows of a fused qkv_proj are the queries'), SC W_o columns."""
     edited = copy.deepcopy(model)
     d_h = geometry(model).head_dim
     attns = attention_modules(edited)
@@ -53,15 +55,16 @@ def weight_surgery(model, spec: AblationSpec):
         for layer, head in spec.heads:
             cols = slice(head * d_h, (head + 1) * d_h)
             if spec.method == "ua":
-                attns[layer].q_proj.weight[cols, :] *= spec.eps
-                if attns[layer].q_proj.bias is not None:
-                    attns[layer].q_proj.bias[cols] *= spec.eps
+                query = query_projection(attns[layer])
+                query.weight[cols, :] *= spec.eps
+                if query.bias is not None:
+                    query.bias[cols] *= spec.eps
             else:
                 attns[layer].o_proj.weight[:, cols] *= spec.eps
     return edited
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", [*FAMILIES, "phi3"])
 @pytest.mark.parametrize("method", ["ua", "sc"])
 def test_hooks_equal_weight_surgery(tiny_lms, family, method):
     lm = tiny_lms[family]
@@ -124,7 +127,7 @@ def uniform_causal(t: int) -> torch.Tensor:
     return torch.tril(torch.ones(t, t)) / torch.arange(1, t + 1, dtype=torch.float32)[:, None]
 
 
-@pytest.mark.parametrize("family", [*FAMILIES, "qwen3", "gemma3"])
+@pytest.mark.parametrize("family", [*FAMILIES, "qwen3", "gemma3", "phi3"])
 @pytest.mark.parametrize("length", ["prompt", "as many tokens as heads"])
 def test_ua_tiny_eps_gives_uniform_causal_attention(eager_lms, family, length):
     """Only the named head's attention becomes uniform, also where q_norm's output is [rows, H, T, d_h]
@@ -195,6 +198,12 @@ def test_query_layout_is_measured_per_family(tiny_lms):
     assert query_layout(tiny_lms["llama"].model) == HeadLayout(4)
     assert query_layout(tiny_lms["qwen3"].model) == HeadLayout(4)
     assert query_layout(tiny_lms["gemma3"].model) == HeadLayout(4, heads_before_tokens=True)
+    assert query_layout(tiny_lms["phi3"].model) == HeadLayout(4, query_width=4 * 16), "fused: queries first"
+    fused = torch.arange(2 * 3 * 8.0).view(1, 2, 24)  # [rows, T, (H=2 + 2*KV=1) * d_h=6]: queries are the first 12
+    layout = HeadLayout(2, query_width=12)
+    assert torch.equal(layout.split(fused).reshape(1, 2, 12), fused[..., :12])
+    assert torch.equal(layout.join(layout.split(fused) * 0, fused)[..., 12:], fused[..., 12:])
+    assert not layout.join(layout.split(fused) * 0, fused)[..., :12].any()
     x = torch.arange(2 * 3 * 4 * 5.0).view(2, 3, 4, 5)  # [rows, H=3, T=4, d_h]
     layout = HeadLayout(3, heads_before_tokens=True)
     assert layout.split(x).shape == (2, 4, 3, 5)

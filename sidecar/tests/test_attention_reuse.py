@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sahara_sidecar import fast
-from sahara_sidecar.ablation import AblationError, AblationSpec, ablated, attention_modules
+from sahara_sidecar.ablation import AblationError, AblationSpec, ablated, attention_modules, query_projection
 from sahara_sidecar.attention_reuse import (
     LayerPlan,
     StartReuse,
@@ -19,7 +19,7 @@ from sahara_sidecar.attention_reuse import (
 from sahara_sidecar.engines import run_forward
 from sahara_sidecar.prompts import encode
 
-FAMILIES = ("llama", "qwen2", "mistral", "qwen3", "gemma3")
+FAMILIES = ("llama", "qwen2", "mistral", "qwen3", "gemma3", "phi3")
 PROMPTS = ["How do I bake bread at home?", "Hi there"]  # different lengths: left padding, a 4-D mask
 LAYER = 1
 
@@ -62,7 +62,7 @@ def test_joining_rows_take_everything_but_their_ablated_heads_from_their_base_ro
         unplanned, _ = attn(hidden_states=torch.cat([base_inputs, garbage]), **kwargs)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(unplanned[2:], expected[2:], atol=1e-3), "outside the context nothing is reused"
-    assert "forward" not in attn.q_proj.__dict__, "the projections are restored"
+    assert "forward" not in query_projection(attn).__dict__, "the projections are restored"
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -34,7 +34,7 @@ def exact_changes(lm, ids, method, eps) -> torch.Tensor:
     return (at_top[:, 1:] - at_top[:, :1]).abs().view(len(ids), geo.num_layers, geo.num_heads)
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3", "gemma3"])
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3", "gemma3", "phi3"])
 @pytest.mark.parametrize("method", ["ua", "sc"])
 def test_small_step_matches_exact_change(tiny_lms, family, method):
     """For eps near 1 the first-order estimate is the exact change of log p(t*), up to second order

@@ -7,7 +7,7 @@ import torch
 
 from sahara_sidecar.ablation import AblationSpec
 from sahara_sidecar.forward import forward_rows
-from sahara_sidecar.generate import Sampling, generate
+from sahara_sidecar.generate import Sampling, eos_token_ids, generate
 from sahara_sidecar.prompts import PromptError, encode, left_pad, render
 from sahara_sidecar.tensors import ChunkWriter, from_bytes
 
@@ -93,6 +93,27 @@ def test_generate_greedy_is_deterministic_and_batch_independent(tiny_lms):
     assert all(r.new_tokens == 8 or r.stopped_at_eos for r in first)
 
 
+@pytest.mark.parametrize("family", ["llama", "gemma3", "phi3"])
+def test_ablated_generation_equals_step_by_step_forwards(tiny_lms, family):
+    """Decoding with the KV cache (one position per step: Gemma 3's q_norm sees [rows, H, 1, d_h],
+    Phi-3's fused qkv_proj [rows, 1, (H + 2*KV)*d_h]) ablates as full forwards without a cache do."""
+    from sahara_sidecar.ablation import ablated
+
+    lm = tiny_lms[family]
+    spec = AblationSpec(((0, 1), (1, 2)), "ua", 1e-5)
+    ids = encode(PROMPTS[:1], "paper", lm.tokenizer)[0]
+    (reply,) = generate(lm, [ids], spec, max_new_tokens=6)
+    sequence, eos = list(ids), eos_token_ids(lm)
+    with torch.inference_mode(), ablated(lm.model, [spec]):
+        for _ in range(6):
+            token = int(lm.model(input_ids=torch.tensor([sequence]), use_cache=False).logits[0, -1].argmax())
+            if token in eos:
+                break
+            sequence.append(token)
+    assert reply.new_tokens == len(sequence) - len(ids) > 0
+    assert reply.text == lm.tokenizer.decode(sequence[len(ids) :], skip_special_tokens=True)
+
+
 def test_generate_sampling_is_seeded(tiny_lms):
     lm = tiny_lms["llama"]
     ids = encode(PROMPTS, "paper", lm.tokenizer)
@@ -107,8 +128,10 @@ def test_structure_facts(tiny_lms):
 
     assert loading.queries_normalised(tiny_lms["qwen3"].model)
     assert not loading.queries_normalised(tiny_lms["qwen2"].model)
-    assert loading.projection_bias(tiny_lms["qwen2"].model, "q_proj")
-    assert not loading.projection_bias(tiny_lms["llama"].model, "q_proj")
+    assert loading.query_bias(tiny_lms["qwen2"].model)
+    assert not loading.query_bias(tiny_lms["llama"].model)
+    assert not loading.query_bias(tiny_lms["phi3"].model), "fused qkv_proj without a bias"
+    assert not loading.output_bias(tiny_lms["qwen2"].model)
 
 
 def test_bfloat16_model_returns_float32(tiny_dirs, tiny_lms):

@@ -362,4 +362,4 @@ def test_unsupported_family_exits_2(tmp_path):
     )
     done = run_serve(tmp_path)
     assert done.returncode == 2 and done.stdout == ""
-    assert "'gpt2' is not supported" in done.stderr and "q_proj and o_proj" in done.stderr
+    assert "'gpt2' is not supported" in done.stderr and "q_proj (or a fused qkv_proj) and o_proj" in done.stderr

@@ -17,6 +17,7 @@ from transformers import (
     Gemma3TextConfig,
     LlamaConfig,
     MistralConfig,
+    Phi3Config,
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen3Config,
@@ -25,7 +26,8 @@ from transformers import (
 FAMILIES = ("llama", "qwen2", "mistral")
 # Per-head q_norm, where UA must act after the norm: Qwen3 normalises [rows, T, H, d_h], Gemma 3
 # [rows, H, T, d_h] (head_layout.py).
-EXTRA_FAMILIES = ("qwen3", "gemma3")
+# Phi-3 computes queries, keys and values in one fused qkv_proj.
+EXTRA_FAMILIES = ("qwen3", "gemma3", "phi3")
 VOCAB_SIZE = 300
 SPECIAL = ["<pad>", "<s>", "</s>"]
 CORPUS = [
@@ -87,6 +89,8 @@ def build_config(family: str, tokenizer: PreTrainedTokenizerFast):
     if family == "gemma3":  # GQA, q_norm/k_norm per head after the transpose, sliding-window layers
         layer_types = ["sliding_attention", "full_attention", "sliding_attention"]  # a window shorter than prompts
         return Gemma3TextConfig(num_key_value_heads=2, head_dim=16, sliding_window=8, layer_types=layer_types, **common)
+    if family == "phi3":  # GQA, fused qkv_proj ([queries | keys | values]) and gate_up_proj
+        return Phi3Config(num_key_value_heads=2, sliding_window=None, tie_word_embeddings=False, **common)
     raise ValueError(family)
 
 

@@ -3,8 +3,9 @@
  * changes, against the model's total. Pure, no I/O.
  *
  * Per ablated head (d = hidden size, d_h = head size):
- * - UA: the head's d_h rows of W_q (q_proj.weight, [H*d_h, d]) = d*d_h, plus its d_h entries of
- *   the q bias where the family has one (qwen2; llama/qwen3 with attention_bias).
+ * - UA: the head's d_h rows of W_q (q_proj.weight, [H*d_h, d]; in a fused qkv_proj, as in Phi-3,
+ *   the first H*d_h rows are W_q) = d*d_h, plus its d_h entries of the q bias where the family
+ *   has one (qwen2; llama/qwen3 with attention_bias).
  * - SC: the head's d_h columns of W_o (o_proj.weight, [d, H*d_h]) = d*d_h. The o bias (if any)
  *   is added after the heads are summed and is not touched.
  * - mean: the head's query is replaced by the layer's mean query. That rewrites one query head,

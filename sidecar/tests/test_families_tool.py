@@ -1,0 +1,20 @@
+"""tools/families.py, the family table: a served family passes both checks, an unserved one says why."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "families.py"
+
+
+def test_family_table_rows():
+    out = subprocess.run(
+        [sys.executable, str(TOOL), "gemma3_text", "gpt2"], capture_output=True, text=True, check=True, timeout=300
+    ).stdout
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    gemma = rows["gemma3_text"].split("|")
+    assert gemma[2].strip().startswith("yes (") and gemma[3].strip() == "resumed"
+    assert float(gemma[4]) < 1e-4, "fast and naive engines agree"
+    assert "not served: LoadError: model type 'gpt2' is not supported" in rows["gpt2"]
