@@ -65,8 +65,9 @@ def build_tokenizer(chat_template: str | None = None) -> PreTrainedTokenizerFast
     return wrapped
 
 
-def build_config(family: str, tokenizer: PreTrainedTokenizerFast):
-    common = dict(
+def common_config(tokenizer: PreTrainedTokenizerFast) -> dict[str, object]:
+    """The config fields every tiny model shares (sidecar/tools/families.py uses them for any family)."""
+    return dict(
         vocab_size=len(tokenizer),
         hidden_size=64,
         intermediate_size=128,
@@ -78,6 +79,10 @@ def build_config(family: str, tokenizer: PreTrainedTokenizerFast):
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+
+
+def build_config(family: str, tokenizer: PreTrainedTokenizerFast):
+    common = common_config(tokenizer)
     if family == "llama":
         return LlamaConfig(num_key_value_heads=4, tie_word_embeddings=False, **common)
     if family == "qwen2":  # GQA (2 query heads per kv head), q/k/v bias, tied embeddings

@@ -24,7 +24,7 @@ import torch
 SIDECAR = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(SIDECAR), str(SIDECAR / "tests")]
 
-from tiny_models import build_tokenizer  # noqa: E402
+from tiny_models import build_tokenizer, common_config  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
 from sahara_sidecar.ablation import AblationSpec, ablated  # noqa: E402
@@ -81,20 +81,7 @@ TARGET = (1, 1)  # layer, head
 
 def tiny_model(model_type: str, directory: Path) -> None:
     tokenizer = build_tokenizer()
-    config = AutoConfig.for_model(
-        model_type,
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        initializer_range=0.2,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = AutoConfig.for_model(model_type, num_key_value_heads=2, **common_config(tokenizer))
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
