@@ -15,6 +15,7 @@ import {
   type Modification,
   type ParameterTotal,
   formatPercent,
+  headEditFromFacts,
   modification,
   shapeFromConfig,
   totalParameters,
@@ -115,7 +116,7 @@ From config.json alone when the model is a local directory (or --config FILE); f
         result = await withSidecar(resolved, {...flags, log: (m) => this.progress(m)}, async (client) => {
           const facts = await client.describe()
           const {heads, label} = resolveHeads(selection, {numLayers: facts.numLayers, numHeads: facts.numHeads}, resolved.name)
-          return this.result(method, heads, label, {hiddenSize: facts.hiddenSize, headDim: facts.headDim, qBias: facts.qProjBias}, facts.totalParameters, {
+          return this.result(method, heads, label, headEditFromFacts(facts), facts.totalParameters, {
             model: resolved.name,
             source: 'sidecar',
             source_path: facts.model,

@@ -20,7 +20,7 @@ import {type AsrResult, attackSuccess} from '../science/asr.js'
 import {type HeadSelection, formatHeads, parseHeadsOption, resolveHeads} from '../science/head-sets.js'
 import {type Head, HeadNameError, formatHead} from '../science/heads.js'
 import type {Verdict} from '../science/judge.js'
-import {formatPercent, modification} from '../science/params.js'
+import {formatPercent, headEditFromFacts, modification} from '../science/params.js'
 import {writeFileAtomic} from '../orchestration/files.js'
 import {type Unit, singleClientWork} from '../orchestration/work.js'
 import {type SidecarInfo, sidecarInfo} from '../sidecar/client.js'
@@ -196,7 +196,7 @@ export async function runAsr(model: ResolvedModel, params: AsrParams, context: R
   })
   writeFileAtomic(resolve(outDir, 'replies.jsonl'), `${lines.join('\n')}\n`)
 
-  const edit = modification(params.method, heads, {hiddenSize: facts.hiddenSize, headDim: facts.headDim, qBias: facts.qProjBias}, facts.totalParameters)
+  const edit = modification(params.method, heads, headEditFromFacts(facts), facts.totalParameters)
   const summary: AsrSummary = {
     kind: 'asr',
     ...rates,

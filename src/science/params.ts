@@ -110,11 +110,24 @@ export function totalParameters(s: ModelShape): ParameterTotal {
   return {total, breakdown}
 }
 
-/** What one ablated head's edit needs: d, d_h and whether q_proj has a bias. */
+/** What one ablated head's edit needs: d, d_h and whether the query projection has a bias. */
 export interface HeadEditShape {
   hiddenSize: number
   headDim: number
   qBias: boolean
+  /** the tensor holding W_q: q_proj (default), or a fused qkv_proj whose first H*d_h rows are W_q (Phi-3) */
+  queryProjection?: 'q_proj' | 'qkv_proj'
+}
+
+/** The edit shape from a sidecar's Describe facts; the parameter names show a fused qkv_proj. */
+export function headEditFromFacts(facts: {
+  hiddenSize: number
+  headDim: number
+  qProjBias: boolean
+  parameters: readonly {name: string}[]
+}): HeadEditShape {
+  const fused = facts.parameters.some((p) => p.name.endsWith('.qkv_proj.weight'))
+  return {hiddenSize: facts.hiddenSize, headDim: facts.headDim, qBias: facts.qProjBias, queryProjection: fused ? 'qkv_proj' : 'q_proj'}
 }
 
 export interface Modification {
@@ -136,10 +149,13 @@ export function perHeadCount(method: ParamMethod, s: HeadEditShape): {count: num
     case 'ua':
     case 'mean': {
       const bias = s.qBias ? dh : 0
+      const projection = s.queryProjection ?? 'q_proj'
+      const weight = projection === 'q_proj' ? 'q_proj.weight' : `${projection}.weight, its query part`
+      const biasText = bias ? ` + its ${dh} ${projection}.bias entries` : ' (no q bias)'
       const what =
         method === 'ua'
-          ? `UA: the head's ${dh} rows of W_q (q_proj.weight) = ${d}*${dh}${bias ? ` + its ${dh} q_proj.bias entries` : ' (no q bias)'}`
-          : `mean: the head's query is replaced by the layer's mean query, counted as the head's ${dh} rows of W_q = ${d}*${dh}${bias ? ` + its ${dh} q_proj.bias entries` : ' (no q bias)'}, like UA`
+          ? `UA: the head's ${dh} rows of W_q (${weight}) = ${d}*${dh}${biasText}`
+          : `mean: the head's query is replaced by the layer's mean query, counted as the head's ${dh} rows of W_q = ${d}*${dh}${biasText}, like UA`
       return {count: d * dh + bias, counted: what}
     }
     case 'sc':

@@ -3,7 +3,7 @@ import {join} from 'node:path'
 import {describe, expect, it} from 'vitest'
 
 import {parseHeadList} from '../../src/science/head-sets.js'
-import {ConfigShapeError, formatPercent, modification, shapeFromConfig, totalParameters} from '../../src/science/params.js'
+import {ConfigShapeError, formatPercent, headEditFromFacts, modification, shapeFromConfig, totalParameters} from '../../src/science/params.js'
 import {repoRoot} from '../helpers.js'
 
 const config = (name: string) => JSON.parse(readFileSync(join(repoRoot, 'test', 'fixtures', 'configs', name), 'utf8')) as Record<string, unknown>
@@ -90,6 +90,18 @@ describe('parameters an ablation modifies', () => {
     const l3 = shapeFromConfig(config('llama-3.1-8b.json'))
     const m = modification('ua', parseHeadList('L0H0'), {hiddenSize: 4096, headDim: l3.headDim, qBias: false}, totalParameters(l3).total)
     expect(m.modified).toBe(4096 * 128)
+  })
+
+  it('Describe facts: a fused qkv_proj (Phi-3) is named as where W_q lives, the count unchanged', () => {
+    const facts = (names: string[], qProjBias: boolean) => ({hiddenSize: 3072, headDim: 96, qProjBias, parameters: names.map((name) => ({name}))})
+    const phi3 = headEditFromFacts(facts(['model.layers.0.self_attn.qkv_proj.weight', 'model.layers.0.self_attn.o_proj.weight'], false))
+    expect(phi3).toEqual({hiddenSize: 3072, headDim: 96, qBias: false, queryProjection: 'qkv_proj'})
+    const m = modification('ua', parseHeadList('L0H0'), phi3, 3_821_079_552)
+    expect(m.modified).toBe(3072 * 96)
+    expect(m.counted).toMatch(/rows of W_q \(qkv_proj\.weight, its query part\) = 3072\*96 \(no q bias\)/)
+    const qwen = headEditFromFacts(facts(['model.layers.0.self_attn.q_proj.weight', 'model.layers.0.self_attn.q_proj.bias'], true))
+    expect(qwen.queryProjection).toBe('q_proj')
+    expect(modification('mean', parseHeadList('L0H0'), qwen, 1e9).counted).toMatch(/\+ its 96 q_proj\.bias entries, like UA/)
   })
 
   it('formats shares with four decimals, more below 0.001%', () => {
