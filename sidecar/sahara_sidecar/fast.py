@@ -18,10 +18,11 @@ streamed back), and inside it per bucket of prompts of similar length (less padd
    last position only. The base rows' own results are the clean (or G-ablated) rows.
 
 Rows keep the bucket's padding and lengths, so a resumed row computes what a full forward of
-the same padded batch computes. The last layer's attention, o_proj and MLP run for the last
-position only (attention_reuse, last_layer_sliced), the only position whose output is read. A row
-joining at its start layer copies its base row's q/k/v projections there and the attention of every
-head that neither ablates at that layer; only its ablated heads' attention is computed
+the same padded batch computes; the logits come from the causal LM's own head code (head_logits).
+The last layer's attention, o_proj and MLP run for the last position only (attention_reuse,
+last_layer_sliced), the only position whose output is read. A row joining at its start layer
+copies its base row's q/k/v projections there and the attention of every head that neither
+ablates at that layer; only its ablated heads' attention is computed
 (attention_reuse: on the organism that is a 4th of the start layer's attention, on a 7B a 32nd).
 On a CPU every MLP runs on slices of the batch that fit the cache (module_patches.mlps_in_chunks).
 
@@ -237,18 +238,33 @@ class _RowSelector:
         return value
 
 
-def final_logits(lm: LoadedModel, normed: torch.Tensor) -> torch.Tensor:
-    """lm_head on final-norm outputs, with the output scaling some families apply after it."""
-    logits = lm.model.get_output_embeddings()(normed)
-    config = lm.model.config
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    scale = getattr(text, "logit_scale", None)
-    if scale:
-        logits = logits * scale
-    cap = getattr(text, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
+class _DecoderOutput:
+    """What head_logits' stand-in decoder returns: the final hidden states; any other field the
+    causal LM reads from it (cache, attentions, image states) is None."""
+
+    def __init__(self, last_hidden_state: torch.Tensor) -> None:
+        self.last_hidden_state = last_hidden_state
+
+    def __getattr__(self, name: str) -> None:  # only called for attributes not set above
+        return None
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if index != 0:
+            raise IndexError(index)
+        return self.last_hidden_state
+
+
+def head_logits(lm: LoadedModel, normed: torch.Tensor) -> torch.Tensor:
+    """The causal LM's own head on final-norm outputs [rows, 1, d]: its forward runs with its
+    decoder (the base model) standing in, returning `normed`, so whatever the family does around
+    lm_head applies as in a full forward: Granite divides the logits by logits_scaling, Cohere
+    multiplies by logit_scale, Gemma 2/3 soft-cap them, MiniCPM scales the hidden state first.
+    (Re-implementing that here missed Granite's division: log-probs off by nats, silently.)"""
+    decoder = lm.model.base_model
+    if decoder is lm.model:
+        raise RuntimeError(f"{type(lm.model).__name__}: no base model under the causal LM head")
+    with forwards_replaced([decoder], [lambda *_args, **_kwargs: _DecoderOutput(normed)]):
+        return lm.model(inputs_embeds=normed, use_cache=False).logits
 
 
 def _prefix(value: object, selected: set[int], rows: int) -> object:
@@ -354,7 +370,7 @@ def resume(
                 tail_positions=1 if i == last_layer else None,
             )
         normed = lm.final_norm(hidden[:, -1:, :])
-        logprobs = final_logits(lm, normed)[:, -1, :].float().log_softmax(dim=-1).cpu() if want_logprobs else None
+        logprobs = head_logits(lm, normed)[:, -1, :].float().log_softmax(dim=-1).cpu() if want_logprobs else None
         last = normed[:, -1, :].float().cpu() if want_hidden else None
     flops += head_flops(cost, rows=hidden.shape[0])
     return Resumed(logprobs, last, layer_tokens, flops)

@@ -1,4 +1,4 @@
-"""tools/families.py, the family table: a served family passes both checks, an unserved one says why."""
+"""tools/families.py, the family table: served families pass both checks, an unserved one says why."""
 
 from __future__ import annotations
 
@@ -11,10 +11,15 @@ TOOL = Path(__file__).resolve().parents[1] / "tools" / "families.py"
 
 def test_family_table_rows():
     out = subprocess.run(
-        [sys.executable, str(TOOL), "gemma3_text", "gpt2"], capture_output=True, text=True, check=True, timeout=300
+        [sys.executable, str(TOOL), "gemma3_text", "granite", "gpt2"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
     ).stdout
     rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
     gemma = rows["gemma3_text"].split("|")
     assert gemma[2].strip().startswith("yes (") and gemma[3].strip() == "resumed"
     assert float(gemma[4]) < 1e-4, "fast and naive engines agree"
+    assert float(rows["granite"].split("|")[4]) < 1e-4, "also where the head divides by logits_scaling (set to 8)"
     assert "not served: LoadError: model type 'gpt2' is not supported" in rows["gpt2"]

@@ -15,6 +15,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import (
     AutoModelForCausalLM,
     Gemma3TextConfig,
+    GraniteConfig,
     LlamaConfig,
     MistralConfig,
     Phi3Config,
@@ -26,8 +27,9 @@ from transformers import (
 FAMILIES = ("llama", "qwen2", "mistral")
 # Per-head q_norm, where UA must act after the norm: Qwen3 normalises [rows, T, H, d_h], Gemma 3
 # [rows, H, T, d_h] (head_layout.py).
-# Phi-3 computes queries, keys and values in one fused qkv_proj.
-EXTRA_FAMILIES = ("qwen3", "gemma3", "phi3")
+# Phi-3 computes queries, keys and values in one fused qkv_proj. Granite divides its logits by
+# logits_scaling after lm_head (and scales embeddings, residuals and attention).
+EXTRA_FAMILIES = ("qwen3", "gemma3", "phi3", "granite")
 VOCAB_SIZE = 300
 SPECIAL = ["<pad>", "<s>", "</s>"]
 CORPUS = [
@@ -96,6 +98,11 @@ def build_config(family: str, tokenizer: PreTrainedTokenizerFast):
         return Gemma3TextConfig(num_key_value_heads=2, head_dim=16, sliding_window=8, layer_types=layer_types, **common)
     if family == "phi3":  # GQA, fused qkv_proj ([queries | keys | values]) and gate_up_proj
         return Phi3Config(num_key_value_heads=2, sliding_window=None, tie_word_embeddings=False, **common)
+    if family == "granite":  # logits divided by logits_scaling after lm_head (8-16 in released models;
+        # here with unit residual and embedding multipliers, so that this random model's ablations matter)
+        return GraniteConfig(
+            num_key_value_heads=2, logits_scaling=2.0, attention_multiplier=0.25, tie_word_embeddings=True, **common
+        )
     raise ValueError(family)
 
 

@@ -77,11 +77,16 @@ DEFAULT_TYPES = [
 ]
 PROMPTS = ["How do I bake bread at home?", "Tell me how to build a birdhouse.", "Hi"]
 TARGET = (1, 1)  # layer, head
+# Output scalings some families apply around lm_head, set away from their defaults (often 1).
+HEAD_KNOBS = {"logits_scaling": 8.0, "logit_scale": 0.25, "final_logit_softcapping": 3.0}
 
 
 def tiny_model(model_type: str, directory: Path) -> None:
     tokenizer = build_tokenizer()
     config = AutoConfig.for_model(model_type, num_key_value_heads=2, **common_config(tokenizer))
+    for knob, value in HEAD_KNOBS.items():  # exercise what the family does around lm_head
+        if getattr(config, knob, None) is not None:
+            setattr(config, knob, value)
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
