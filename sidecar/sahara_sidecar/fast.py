@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from .ablation import AblationSpec, ablated, attention_modules, decoder_layers
-from .attention_reuse import LayerPlan, plan_start_reuse, planned_attention, projections_reused
+from .attention_reuse import LayerPlan, StartReuse, plan_start_reuse, planned_attention, projections_reused
 from .forward import BatchResult, forward_rows, last_position_logits
 from .loading import LoadedModel
 from .memory import activation_bytes_per_row, budget_bytes, plan_batch_rows, run_in_batches
@@ -280,6 +280,34 @@ def _prefix(value: object, selected: set[int], rows: int) -> object:
     return value
 
 
+def _start_reuses(
+    starts: Sequence[int],
+    prompts: Sequence[int],
+    specs: Sequence[AblationSpec],
+    base_rows: int,
+    per_group: int,
+    device: torch.device,
+) -> dict[int, StartReuse]:
+    """resume's reuse plan of every layer where rows join next to base rows in the batch (rows
+    [split, rows) join layer i; split: the rows that were there before, and at least the base rows)."""
+    reuses: dict[int, StartReuse] = {}
+    if not base_rows:
+        return reuses
+    done = 0
+    for i in range(starts[0], max(starts) + 1):
+        rows = bisect.bisect_right(starts, i)
+        split = max(done, base_rows)
+        if rows > split:
+            reuse = plan_start_reuse(
+                i, split, prompts[:base_rows], prompts[split:rows], specs[:base_rows], specs[split:rows],
+                per_group, device,
+            )  # fmt: skip
+            if reuse is not None:
+                reuses[i] = reuse
+        done = rows
+    return reuses
+
+
 @dataclass
 class Resumed:
     """What one resume call returns: the rows' results and the work it did."""
@@ -334,6 +362,10 @@ def resume(
         planned_attention(lm.model) as plans,
         ablated(lm.model, specs, prefixes=True),  # layer i runs the first `rows` rows
     ):
+        # Every layer's reuse is planned before the first layer runs: planning copies index tensors
+        # to the device, and such a copy waits for the device's queue, which would leave a GPU idle
+        # at every layer while the next one is prepared.
+        reuses = _start_reuses(starts, prompts, specs, base_rows, per_group, lm.device) if plans is not None else {}
         for i in range(starts[0], len(layers)):
             call = recorded.calls[i]
             args, kwargs = select(call.args), select(call.kwargs)
@@ -345,12 +377,7 @@ def resume(
                 joining = call.hidden.index_select(0, index[done:rows])
                 hidden = joining if hidden is None else torch.cat([hidden, joining])
             split = max(done, base_rows)  # rows from here on join here and may reuse their base rows
-            reuse = None
-            if plans is not None and base_rows and rows > split:
-                reuse = plan_start_reuse(
-                    i, split, prompts[:base_rows], prompts[split:rows], specs[:base_rows], specs[split:rows],
-                    per_group, lm.device,
-                )  # fmt: skip
+            reuse = reuses.get(i)
             plan = LayerPlan(last_query_only=plans is not None and i == last_layer, reuse=reuse)
             if plans is not None:
                 plans[attentions[i]] = plan
