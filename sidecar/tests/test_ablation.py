@@ -127,7 +127,7 @@ def uniform_causal(t: int) -> torch.Tensor:
     return torch.tril(torch.ones(t, t)) / torch.arange(1, t + 1, dtype=torch.float32)[:, None]
 
 
-@pytest.mark.parametrize("family", [*FAMILIES, "qwen3", "gemma3", "phi3"])
+@pytest.mark.parametrize("family", [*FAMILIES, "qwen3", "gemma3", "phi3", "gemma3_vision"])
 @pytest.mark.parametrize("length", ["prompt", "as many tokens as heads"])
 def test_ua_tiny_eps_gives_uniform_causal_attention(eager_lms, family, length):
     """Only the named head's attention becomes uniform, also where q_norm's output is [rows, H, T, d_h]

@@ -14,6 +14,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     AutoModelForCausalLM,
+    Gemma3Config,
     Gemma3TextConfig,
     GraniteConfig,
     LlamaConfig,
@@ -22,14 +23,17 @@ from transformers import (
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen3Config,
+    SiglipVisionConfig,
 )
 
 FAMILIES = ("llama", "qwen2", "mistral")
 # Per-head q_norm, where UA must act after the norm: Qwen3 normalises [rows, T, H, d_h], Gemma 3
 # [rows, H, T, d_h] (head_layout.py).
 # Phi-3 computes queries, keys and values in one fused qkv_proj. Granite divides its logits by
-# logits_scaling after lm_head (and scales embeddings, residuals and attention).
-EXTRA_FAMILIES = ("qwen3", "gemma3", "phi3", "granite")
+# logits_scaling after lm_head (and scales embeddings, residuals and attention). gemma3_vision is
+# Gemma 3 as its released checkpoints are (model_type gemma3: a vision tower, the decoder one level
+# further down, soft-capped logits), loaded as Gemma3ForConditionalGeneration.
+EXTRA_FAMILIES = ("qwen3", "gemma3", "phi3", "granite", "gemma3_vision")
 VOCAB_SIZE = 300
 SPECIAL = ["<pad>", "<s>", "</s>"]
 CORPUS = [
@@ -93,9 +97,21 @@ def build_config(family: str, tokenizer: PreTrainedTokenizerFast):
         return MistralConfig(num_key_value_heads=1, sliding_window=None, tie_word_embeddings=False, **common)
     if family == "qwen3":  # GQA, q_norm/k_norm per head
         return Qwen3Config(num_key_value_heads=2, head_dim=16, tie_word_embeddings=True, **common)
-    if family == "gemma3":  # GQA, q_norm/k_norm per head after the transpose, sliding-window layers
+    if family in ("gemma3", "gemma3_vision"):  # GQA, q_norm/k_norm per head after the transpose
         layer_types = ["sliding_attention", "full_attention", "sliding_attention"]  # a window shorter than prompts
-        return Gemma3TextConfig(num_key_value_heads=2, head_dim=16, sliding_window=8, layer_types=layer_types, **common)
+        text = Gemma3TextConfig(num_key_value_heads=2, head_dim=16, sliding_window=8, layer_types=layer_types, **common)
+        if family == "gemma3":
+            return text
+        text.final_logit_softcapping = 3.0
+        vision = SiglipVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=28,
+            patch_size=14,
+        )
+        return Gemma3Config(text_config=text.to_dict(), vision_config=vision.to_dict(), mm_tokens_per_image=4)
     if family == "phi3":  # GQA, fused qkv_proj ([queries | keys | values]) and gate_up_proj
         return Phi3Config(num_key_value_heads=2, sliding_window=None, tie_word_embeddings=False, **common)
     if family == "granite":  # logits divided by logits_scaling after lm_head (8-16 in released models;
