@@ -2,10 +2,11 @@
 
 For each model type: a tiny random model built from its config (3 layers, 4 query heads over 2
 kv heads, d 64; no weights downloaded), saved with a tiny tokenizer and loaded the way the
-sidecar loads models. Then two checks:
+sidecar loads models. Then three checks:
   - targeting: with eager attention, UA at eps 1e-10 on L1H1 makes exactly that head's attention
     uniform over its causal window and leaves the other heads' patterns unchanged (on a prompt of
     as many tokens as heads, where a head axis read as a token axis would not crash);
+  - SC: the hooks at eps 0 give the logits of the same head's W_o columns zeroed in the weights;
   - engines: the fast engine's log-probs equal the naive engine's for every single-head spec of
     every layer, by UA, SC and MEAN (max |difference|).
 
@@ -14,6 +15,7 @@ Usage: sidecar/.venv/bin/python sidecar/tools/families.py [model_type ...]  (def
 
 from __future__ import annotations
 
+import copy
 import sys
 import tempfile
 import warnings
@@ -27,7 +29,7 @@ sys.path[:0] = [str(SIDECAR), str(SIDECAR / "tests")]
 from tiny_models import build_tokenizer, common_config  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
-from sahara_sidecar.ablation import AblationSpec, ablated  # noqa: E402
+from sahara_sidecar.ablation import AblationSpec, ablated, attention_modules  # noqa: E402
 from sahara_sidecar.engines import run_forward  # noqa: E402
 from sahara_sidecar.fast import reuse_supported  # noqa: E402
 from sahara_sidecar.loading import load, wrap  # noqa: E402
@@ -111,6 +113,22 @@ def targeting_error(directory: Path) -> float:
     return (hit - expected).abs().max().item()
 
 
+def sc_surgery_difference(directory: Path) -> float:
+    """Max |logit difference| between SC at eps 0 on TARGET by the hooks and the same head's W_o
+    columns zeroed in a copy of the weights (the definition of SC as a weight edit)."""
+    lm = load(str(directory), "cpu", "float32")
+    layer, head = TARGET
+    d_h = lm.geometry.head_dim
+    edited = copy.deepcopy(lm.model)
+    with torch.no_grad():
+        attention_modules(edited)[layer].o_proj.weight[:, head * d_h : (head + 1) * d_h] = 0
+    ids = torch.tensor(encode(PROMPTS[:1], "paper", lm.tokenizer))
+    with torch.inference_mode():
+        with ablated(lm.model, [AblationSpec((TARGET,), "sc", 0.0)]):
+            hooked = lm.model(input_ids=ids).logits
+        return (hooked - edited(input_ids=ids).logits).abs().max().item()
+
+
 def engines_difference(directory: Path) -> tuple[float, str]:
     lm = load(str(directory), "cpu", "float32")
     geo = lm.geometry
@@ -134,19 +152,27 @@ def engines_difference(directory: Path) -> tuple[float, str]:
 
 def main() -> None:
     warnings.filterwarnings("ignore")
-    print("| model type | UA targets only the named head (max error) | fast engine path | max abs diff fast vs naive |")
-    print("| --- | --- | --- | --- |")
+    print(
+        "| model type | UA targets only the named head (max error) | SC = its W_o columns zeroed (max abs diff) "
+        "| fast engine path | max abs diff fast vs naive |"
+    )
+    print("| --- | --- | --- | --- | --- |")
     for model_type in sys.argv[1:] or DEFAULT_TYPES:
         directory = Path(tempfile.mkdtemp()) / model_type
         try:
             tiny_model(model_type, directory)
             target = targeting_error(directory)
+            surgery = sc_surgery_difference(directory)
             difference, path = engines_difference(directory)
-            verdict = "yes" if target < 1e-5 else "NO"
-            print(f"| {model_type} | {verdict} ({target:.1e}) | {path} | {difference:.1e} |", flush=True)
+            verdicts = ["yes" if error < 1e-5 else "NO" for error in (target, surgery)]
+            print(
+                f"| {model_type} | {verdicts[0]} ({target:.1e}) | {verdicts[1]} ({surgery:.1e}) | {path} "
+                f"| {difference:.1e} |",
+                flush=True,
+            )
         except Exception as err:  # a row per family, whatever fails
             reason = (str(err).replace(f"{directory}: ", "").splitlines() or [""])[0][:140]
-            print(f"| {model_type} | not served: {type(err).__name__}: {reason} | | |", flush=True)
+            print(f"| {model_type} | not served: {type(err).__name__}: {reason} | | | |", flush=True)
 
 
 if __name__ == "__main__":
