@@ -7,8 +7,8 @@ sidecar loads models. Then three checks:
     uniform over its causal window and leaves the other heads' patterns unchanged (on a prompt of
     as many tokens as heads, where a head axis read as a token axis would not crash);
   - SC: the hooks at eps 0 give the logits of the same head's W_o columns zeroed in the weights;
-  - engines: the fast engine's log-probs equal the naive engine's for every single-head spec of
-    every layer, by UA, SC and MEAN (max |difference|).
+  - engines: the fast engine's log-probs and final-norm hidden states equal the naive engine's for
+    every single-head spec of every layer, by UA, SC and MEAN (max |difference|).
 
 Usage: sidecar/.venv/bin/python sidecar/tools/families.py [model_type ...]  (default: a broad list)
 """
@@ -133,20 +133,17 @@ def engines_difference(directory: Path) -> tuple[float, str]:
     lm = load(str(directory), "cpu", "float32")
     geo = lm.geometry
     ids = encode(PROMPTS, "paper", lm.tokenizer)
-    worst = 0.0
+    worst, runs = 0.0, {}
     for method, eps in (("ua", 1e-5), ("sc", 0.0), ("mean", 0.0)):
         specs = [AblationSpec()] + [
             AblationSpec(((layer, head),), method, eps)
             for layer in range(geo.num_layers)
             for head in range(geo.num_heads)
         ]
-        runs = [
-            torch.cat(
-                [r.logprobs for r in run_forward(lm, ids, specs, engine=e, want_logprobs=True, want_hidden=False)]
-            )
-            for e in ("fast", "naive")
-        ]
-        worst = max(worst, (runs[0] - runs[1]).abs().max().item())
+        for e in ("fast", "naive"):  # log-probs (Ships) and final-norm hidden states (Sahara)
+            results = list(run_forward(lm, ids, specs, engine=e, want_logprobs=True, want_hidden=True))
+            runs[e] = [torch.cat([getattr(r, field) for r in results]) for field in ("logprobs", "hidden")]
+        worst = max(worst, *((f - n).abs().max().item() for f, n in zip(runs["fast"], runs["naive"], strict=True)))
     return worst, "resumed" if reuse_supported(lm) else "full rows"
 
 
@@ -154,7 +151,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     print(
         "| model type | UA targets only the named head (max error) | SC = its W_o columns zeroed (max abs diff) "
-        "| fast engine path | max abs diff fast vs naive |"
+        "| fast engine path | max abs diff fast vs naive (log-probs, hidden) |"
     )
     print("| --- | --- | --- | --- | --- |")
     for model_type in sys.argv[1:] or DEFAULT_TYPES:
