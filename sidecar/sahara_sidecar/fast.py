@@ -376,8 +376,7 @@ def resume(
             if rows > done:  # rows that start at this layer join the batch
                 joining = call.hidden.index_select(0, index[done:rows])
                 hidden = joining if hidden is None else torch.cat([hidden, joining])
-            split = max(done, base_rows)  # rows from here on join here and may reuse their base rows
-            reuse = reuses.get(i)
+            reuse = reuses.get(i)  # rows [reuse.split, rows) join here, reusing their base rows
             plan = LayerPlan(last_query_only=plans is not None and i == last_layer, reuse=reuse)
             if plans is not None:
                 plans[attentions[i]] = plan
@@ -391,8 +390,8 @@ def resume(
                 i,
                 rows=rows,
                 tokens=recorded.width,
-                copied_rows=0 if reuse is None else rows - split,
-                attention_heads=None if reuse is None else split * cost.num_heads + reuse.fresh_heads,
+                copied_rows=0 if reuse is None else rows - reuse.split,
+                attention_heads=None if reuse is None else reuse.split * cost.num_heads + reuse.fresh_heads,
                 queries=1 if plan.last_query_only else None,
                 tail_positions=1 if i == last_layer else None,
             )

@@ -20,14 +20,6 @@ export interface KlOptions {
 /** A row of log-probs: a Float32Array (view) or any array of numbers. */
 export type LogprobRow = ArrayLike<number>
 
-/**
- * KL(clean || ablated) = sum_v p_v * (log p_v - log q_v), with p = exp(clean) + s,
- * q = exp(ablated) + s.
- *
- * With s = 0 it is computed in log space, p_v * (clean_v - ablated_v), so no precision is lost
- * to exp/log round trips; terms with p_v = 0 contribute 0, and p_v > 0 with q_v = 0 gives
- * Infinity (the exact answer).
- */
 /** The smoothing of `options` (default: the authors'), checked. */
 function smoothingOf(options: KlOptions): number {
   const smoothing = options.smoothing ?? DEFAULT_SMOOTHING
@@ -44,6 +36,14 @@ function checkSameLength(n: number, ablated: LogprobRow): void {
   }
 }
 
+/**
+ * KL(clean || ablated) = sum_v p_v * (log p_v - log q_v), with p = exp(clean) + s,
+ * q = exp(ablated) + s.
+ *
+ * With s = 0 it is computed in log space, p_v * (clean_v - ablated_v), so no precision is lost
+ * to exp/log round trips; terms with p_v = 0 contribute 0, and p_v > 0 with q_v = 0 gives
+ * Infinity (the exact answer).
+ */
 export function klDivergence(clean: LogprobRow, ablated: LogprobRow, options: KlOptions = {}): number {
   const smoothing = smoothingOf(options)
   const n = clean.length
