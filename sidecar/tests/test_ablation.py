@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
+from references import uniform_causal, weight_surgery
 
 from sahara_sidecar.ablation import (
     AblationError,
     AblationSpec,
     ablated,
-    attention_modules,
     geometry,
     query_layout,
-    query_projection,
     row_factors,
     validate_spec,
 )
@@ -43,25 +40,6 @@ def logits(model, input_ids: torch.Tensor, specs=None) -> torch.Tensor:
             return model(input_ids=input_ids).logits
         with ablated(model, specs):
             return model(input_ids=input_ids).logits
-
-
-def weight_surgery(model, spec: AblationSpec):
-    """A deep copy with the spec's heads ablated in the weights: UA scales W_q rows (and bias; the first
-    rows of a fused qkv_proj are the queries'), SC W_o columns."""
-    edited = copy.deepcopy(model)
-    d_h = geometry(model).head_dim
-    attns = attention_modules(edited)
-    with torch.no_grad():
-        for layer, head in spec.heads:
-            cols = slice(head * d_h, (head + 1) * d_h)
-            if spec.method == "ua":
-                query = query_projection(attns[layer])
-                query.weight[cols, :] *= spec.eps
-                if query.bias is not None:
-                    query.bias[cols] *= spec.eps
-            else:
-                attns[layer].o_proj.weight[:, cols] *= spec.eps
-    return edited
 
 
 @pytest.mark.parametrize("family", [*FAMILIES, "phi3"])
@@ -121,10 +99,6 @@ def test_row_factors_put_each_rows_factor_at_its_layer_and_head(tiny_lms):
     assert plan.layers[1].output_scale.ne(1).nonzero().tolist() == [[2, 2]]
     assert plan.layers[1].query_mean is None
     assert row_factors([None, AblationSpec()], geo).layers == {}
-
-
-def uniform_causal(t: int) -> torch.Tensor:
-    return torch.tril(torch.ones(t, t)) / torch.arange(1, t + 1, dtype=torch.float32)[:, None]
 
 
 @pytest.mark.parametrize("family", [*FAMILIES, "qwen3", "gemma3", "phi3", "gemma3_vision"])

@@ -15,7 +15,6 @@ Usage: sidecar/.venv/bin/python sidecar/tools/families.py [model_type ...]  (def
 
 from __future__ import annotations
 
-import copy
 import sys
 import tempfile
 import warnings
@@ -26,10 +25,11 @@ import torch
 SIDECAR = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(SIDECAR), str(SIDECAR / "tests")]
 
+from references import uniform_causal, weight_surgery  # noqa: E402
 from tiny_models import build_tokenizer, common_config  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
-from sahara_sidecar.ablation import AblationSpec, ablated, attention_modules  # noqa: E402
+from sahara_sidecar.ablation import AblationSpec, ablated  # noqa: E402
 from sahara_sidecar.engines import run_forward  # noqa: E402
 from sahara_sidecar.fast import reuse_supported  # noqa: E402
 from sahara_sidecar.loading import load, wrap  # noqa: E402
@@ -104,12 +104,10 @@ def targeting_error(directory: Path) -> float:
         clean = model(input_ids=ids, output_attentions=True).attentions[layer][0]
         with ablated(model, [AblationSpec((TARGET,), "ua", 1e-10)]):
             hit = model(input_ids=ids, output_attentions=True).attentions[layer][0]
-    t = ids.shape[1]
-    uniform = torch.tril(torch.ones(t, t)) / torch.arange(1, t + 1, dtype=torch.float32)[:, None]
     # Rows renormalised: with attention sinks (gpt-oss) a uniform head still leaves the sink its share.
     hit = hit / hit.sum(dim=-1, keepdim=True)
     expected = clean / clean.sum(dim=-1, keepdim=True)
-    expected[head] = uniform
+    expected[head] = uniform_causal(ids.shape[1])
     return (hit - expected).abs().max().item()
 
 
@@ -117,14 +115,11 @@ def sc_surgery_difference(directory: Path) -> float:
     """Max |logit difference| between SC at eps 0 on TARGET by the hooks and the same head's W_o
     columns zeroed in a copy of the weights (the definition of SC as a weight edit)."""
     lm = load(str(directory), "cpu", "float32")
-    layer, head = TARGET
-    d_h = lm.geometry.head_dim
-    edited = copy.deepcopy(lm.model)
-    with torch.no_grad():
-        attention_modules(edited)[layer].o_proj.weight[:, head * d_h : (head + 1) * d_h] = 0
+    spec = AblationSpec((TARGET,), "sc", 0.0)
+    edited = weight_surgery(lm.model, spec)
     ids = torch.tensor(encode(PROMPTS[:1], "paper", lm.tokenizer))
     with torch.inference_mode():
-        with ablated(lm.model, [AblationSpec((TARGET,), "sc", 0.0)]):
+        with ablated(lm.model, [spec]):
             hooked = lm.model(input_ids=ids).logits
         return (hooked - edited(input_ids=ids).logits).abs().max().item()
 
