@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "sidecar"))
 
 from sahara_sidecar import ablation, forward, loading  # noqa: E402
 from sahara_sidecar.ablation import AblationSpec  # noqa: E402
+from sahara_sidecar.engine_check import check_engines_agree  # noqa: E402
 from sahara_sidecar.engines import run_forward  # noqa: E402
 from sahara_sidecar.generate import GREEDY, generate  # noqa: E402
 from sahara_sidecar.prompts import encode  # noqa: E402
@@ -171,7 +172,13 @@ def random_7b(tokenizer: object) -> loading.LoadedModel:
     with torch.device(DEVICE):
         model = LlamaForCausalLM(config).to(loading.DTYPES[DTYPE]).eval()
     report("llama7b", build_seconds=round(time.perf_counter() - start, 1))
-    return loading.wrap("random-llama-2-7b-shaped", model, tokenizer)
+    lm = loading.wrap("random-llama-2-7b-shaped", model, tokenizer)
+    try:  # the check every load runs (sidecar/sahara_sidecar/engine_check.py), here in bf16 on 32 layers
+        distance, hidden = check_engines_agree(lm)
+        report("llama7b_engine_check", max_total_variation=f"{distance:.2e}", max_hidden_rel_diff=f"{hidden:.2e}")
+    except loading.LoadError as err:
+        report("llama7b_engine_check", refused=str(err))
+    return lm
 
 
 def llama7b_check(prompts: list[str], tokenizer: object, peak: float) -> None:

@@ -78,7 +78,7 @@ def final_norm(model: nn.Module) -> nn.Module:
 def load(name: str, device: str = "auto", dtype: str = "auto") -> LoadedModel:
     """Load from a local directory, or from the local Hugging Face cache for a hub id. Never downloads."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     path = Path(name)
     looks_like_path = path.is_absolute() or name.startswith(".") or path.exists() or name.count("/") != 1
@@ -95,15 +95,17 @@ def load(name: str, device: str = "auto", dtype: str = "auto") -> LoadedModel:
                 "pass a model directory, or fetch the model into the cache first"
             ) from err
         raise LoadError(f"cannot read a model config from {name}: {err}") from err
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        raise LoadError(f"{name}: model type {config.model_type!r} is not a causal LM that transformers knows")
+    auto_class = model_class(config)
+    if auto_class is None:
+        raise LoadError(
+            f"{name}: model type {config.model_type!r} is neither a causal LM nor a vision-language model "
+            "with a language model that transformers knows"
+        )
 
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, local_files_only=True)
+        model = auto_class.from_pretrained(source, dtype=torch_dtype, local_files_only=True)
     except (OSError, ValueError) as err:
         raise LoadError(f"cannot load the model from {name}: {err}") from err
     check_structure(name, model)
@@ -112,7 +114,29 @@ def load(name: str, device: str = "auto", dtype: str = "auto") -> LoadedModel:
     except (OSError, ValueError) as err:
         raise LoadError(f"cannot load the tokenizer from {name}: {err}") from err
     model.to(torch_device).eval()
-    return wrap(source, model, tokenizer)
+    lm = wrap(source, model, tokenizer)
+    from .engine_check import check_engines_agree  # the check runs both engines, which import this module
+
+    check_engines_agree(lm)
+    return lm
+
+
+def model_class(config: object) -> type | None:
+    """The auto class that builds this config's model with its language-model head: a causal LM, else
+    a vision-language model (Mistral 3, LLaVA, ...), served on text prompts through its language model;
+    None for anything else."""
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+    )
+
+    model_type = getattr(config, "model_type", None)
+    if model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return AutoModelForCausalLM
+    if model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        return AutoModelForImageTextToText
+    return None
 
 
 def check_structure(name: str, model: nn.Module) -> None:

@@ -49,10 +49,11 @@ def tiny_lms(tiny_dirs: dict[str, Path]) -> dict[str, loading.LoadedModel]:
 @pytest.fixture(scope="session")
 def eager_lms(tiny_dirs: dict[str, Path]) -> dict[str, loading.LoadedModel]:
     """family -> the tiny model with eager attention, which can return attention patterns."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     lms = {}
     for family, path in tiny_dirs.items():
-        model = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager", dtype=torch.float32).eval()
+        auto_class = loading.model_class(AutoConfig.from_pretrained(path))
+        model = auto_class.from_pretrained(path, attn_implementation="eager", dtype=torch.float32).eval()
         lms[family] = loading.wrap(str(path), model, AutoTokenizer.from_pretrained(path))
     return lms

@@ -101,7 +101,7 @@ def test_row_factors_put_each_rows_factor_at_its_layer_and_head(tiny_lms):
     assert row_factors([None, AblationSpec()], geo).layers == {}
 
 
-@pytest.mark.parametrize("family", [*FAMILIES, "qwen3", "gemma3", "phi3", "gemma3_vision"])
+@pytest.mark.parametrize("family", [*FAMILIES, "qwen3", "gemma3", "phi3", "gemma3_vision", "mistral3_vision"])
 @pytest.mark.parametrize("length", ["prompt", "as many tokens as heads"])
 def test_ua_tiny_eps_gives_uniform_causal_attention(eager_lms, family, length):
     """Only the named head's attention becomes uniform, also where q_norm's output is [rows, H, T, d_h]

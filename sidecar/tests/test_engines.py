@@ -20,7 +20,7 @@ PROMPTS = [
     "What is the capital of France?",
     "Sure, here is a short answer.",
 ]
-FAMILIES = ("llama", "qwen2", "mistral", "qwen3", "gemma3", "phi3", "granite", "gemma3_vision")
+FAMILIES = ("llama", "qwen2", "mistral", "qwen3", "gemma3", "phi3", "granite", "gemma3_vision", "mistral3_vision")
 KL_RTOL = 1e-4  # the bound on the relative difference of Ships KL between engines
 KL_FLOOR = 1e-5  # float32 log-probs carry ~1e-6 rounding, so a KL below ~1e-5 has no relative precision
 

@@ -13,18 +13,21 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
-    AutoModelForCausalLM,
     Gemma3Config,
     Gemma3TextConfig,
     GraniteConfig,
     LlamaConfig,
+    Mistral3Config,
     MistralConfig,
     Phi3Config,
+    PixtralVisionConfig,
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen3Config,
     SiglipVisionConfig,
 )
+
+from sahara_sidecar.loading import model_class
 
 FAMILIES = ("llama", "qwen2", "mistral")
 # Per-head q_norm, where UA must act after the norm: Qwen3 normalises [rows, T, H, d_h], Gemma 3
@@ -32,8 +35,10 @@ FAMILIES = ("llama", "qwen2", "mistral")
 # Phi-3 computes queries, keys and values in one fused qkv_proj. Granite divides its logits by
 # logits_scaling after lm_head (and scales embeddings, residuals and attention). gemma3_vision is
 # Gemma 3 as its released checkpoints are (model_type gemma3: a vision tower, the decoder one level
-# further down, soft-capped logits), loaded as Gemma3ForConditionalGeneration.
-EXTRA_FAMILIES = ("qwen3", "gemma3", "phi3", "granite", "gemma3_vision")
+# further down, soft-capped logits), loaded as Gemma3ForConditionalGeneration. mistral3_vision is
+# Mistral Small 3.1/3.2's form (a Pixtral vision tower over the Mistral decoder), a model type that
+# is not a causal LM to transformers, loaded as Mistral3ForConditionalGeneration.
+EXTRA_FAMILIES = ("qwen3", "gemma3", "phi3", "granite", "gemma3_vision", "mistral3_vision")
 VOCAB_SIZE = 300
 SPECIAL = ["<pad>", "<s>", "</s>"]
 CORPUS = [
@@ -112,6 +117,12 @@ def build_config(family: str, tokenizer: PreTrainedTokenizerFast):
             patch_size=14,
         )
         return Gemma3Config(text_config=text.to_dict(), vision_config=vision.to_dict(), mm_tokens_per_image=4)
+    if family == "mistral3_vision":
+        text = MistralConfig(num_key_value_heads=2, sliding_window=None, tie_word_embeddings=False, **common)
+        vision = PixtralVisionConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, head_dim=16, image_size=28
+        )
+        return Mistral3Config(text_config=text.to_dict(), vision_config=vision.to_dict(), spatial_merge_size=1)
     if family == "phi3":  # GQA, fused qkv_proj ([queries | keys | values]) and gate_up_proj
         return Phi3Config(num_key_value_heads=2, sliding_window=None, tie_word_embeddings=False, **common)
     if family == "granite":  # logits divided by logits_scaling after lm_head (8-16 in released models;
@@ -124,7 +135,8 @@ def build_config(family: str, tokenizer: PreTrainedTokenizerFast):
 
 def build_model(family: str, tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(build_config(family, tokenizer), dtype=torch.float32)
+    config = build_config(family, tokenizer)
+    model = model_class(config).from_config(config, dtype=torch.float32)
     with torch.no_grad():  # random biases too, so weight surgery must scale them
         for name, parameter in model.named_parameters():
             if name.endswith(".bias"):

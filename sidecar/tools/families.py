@@ -27,12 +27,12 @@ sys.path[:0] = [str(SIDECAR), str(SIDECAR / "tests")]
 
 from references import uniform_causal, weight_surgery  # noqa: E402
 from tiny_models import build_tokenizer, common_config  # noqa: E402
-from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
+from transformers import AutoConfig  # noqa: E402
 
 from sahara_sidecar.ablation import AblationSpec, ablated  # noqa: E402
 from sahara_sidecar.engines import run_forward  # noqa: E402
 from sahara_sidecar.fast import reuse_supported  # noqa: E402
-from sahara_sidecar.loading import load, wrap  # noqa: E402
+from sahara_sidecar.loading import load, model_class, wrap  # noqa: E402
 from sahara_sidecar.prompts import encode  # noqa: E402
 
 DEFAULT_TYPES = [
@@ -70,6 +70,15 @@ DEFAULT_TYPES = [
     "doge",
     "nemotron",
     "gpt_oss",
+    # vision-language models, served on text prompts through their language model
+    "mistral3",
+    "llava",
+    "llava_next",
+    "idefics3",
+    "internvl",
+    "aya_vision",
+    "qwen3_vl",
+    "paligemma",
     "phi",
     "gpt_neox",
     "falcon",
@@ -81,22 +90,34 @@ PROMPTS = ["How do I bake bread at home?", "Tell me how to build a birdhouse.", 
 TARGET = (1, 1)  # layer, head
 # Output scalings some families apply around lm_head, set away from their defaults (often 1).
 HEAD_KNOBS = {"logits_scaling": 8.0, "logit_scale": 0.25, "final_logit_softcapping": 3.0}
+# A vision tower's size does not matter here (prompts are text): one small layer, where the config has the key.
+TINY_VISION = dict(num_hidden_layers=1, hidden_size=32, intermediate_size=64, num_attention_heads=2, head_dim=16)
 
 
 def tiny_model(model_type: str, directory: Path) -> None:
     tokenizer = build_tokenizer()
-    config = AutoConfig.for_model(model_type, num_key_value_heads=2, **common_config(tokenizer))
+    config = AutoConfig.for_model(model_type)
+    tiny_text = dict(num_key_value_heads=2, **common_config(tokenizer))
+    if config.get_text_config() is config:
+        config = AutoConfig.for_model(model_type, **tiny_text)
+    else:  # a vision-language model: the tiny decoder as its text config, a one-layer vision tower
+        text = AutoConfig.for_model(config.get_text_config().model_type, **tiny_text)
+        vision = config.vision_config.to_dict()
+        vision.update({key: value for key, value in TINY_VISION.items() if key in vision})
+        config = AutoConfig.for_model(model_type, text_config=text.to_dict(), vision_config=vision)
     for knob, value in HEAD_KNOBS.items():  # exercise what the family does around lm_head
-        if getattr(config, knob, None) is not None:
-            setattr(config, knob, value)
+        for where in (config, config.get_text_config()):
+            if getattr(where, knob, None) is not None:
+                setattr(where, knob, value)
     torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config, dtype=torch.float32).save_pretrained(directory)
+    model_class(config).from_config(config, dtype=torch.float32).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
 
 
 def targeting_error(directory: Path) -> float:
     """Max |attention - expected| over the heads of layer TARGET[0] (0: only the named head, uniform)."""
-    model = AutoModelForCausalLM.from_pretrained(directory, attn_implementation="eager", dtype=torch.float32).eval()
+    auto_class = model_class(AutoConfig.from_pretrained(directory))
+    model = auto_class.from_pretrained(directory, attn_implementation="eager", dtype=torch.float32).eval()
     lm = wrap(str(directory), model, None)
     layer, head = TARGET
     ids = torch.arange(3, 3 + lm.geometry.num_heads)[None]  # T == H

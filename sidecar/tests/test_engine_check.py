@@ -1,0 +1,51 @@
+"""The check every load runs: the fast engine must agree with the naive engine, or the model is refused."""
+
+from __future__ import annotations
+
+import pytest
+import tiny_models
+import torch
+from transformers import GemmaConfig, PaliGemmaConfig, SiglipVisionConfig
+
+from sahara_sidecar import loading
+from sahara_sidecar.engine_check import check_engines_agree
+
+
+def save_paligemma(directory):
+    """A tiny PaliGemma: its prefix attention is not what the fast engine replays once prompts of
+    different lengths share a padded batch (log-probs off by nats, no error)."""
+    tokenizer = tiny_models.build_tokenizer()
+    text = GemmaConfig(num_key_value_heads=2, head_dim=16, **tiny_models.common_config(tokenizer))
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    config = PaliGemmaConfig(text_config=text.to_dict(), vision_config=vision.to_dict())
+    torch.manual_seed(0)
+    loading.model_class(config).from_config(config, dtype=torch.float32).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma3_vision", "mistral3_vision"])
+def test_served_families_pass_with_rounding_only(tiny_lms, family):
+    distance, hidden = check_engines_agree(tiny_lms[family])
+    assert distance < 1e-5 and hidden < 1e-5
+
+
+def test_vision_language_model_served_through_its_language_model(tiny_lms):
+    lm = tiny_lms["mistral3_vision"]  # model type mistral3: no causal-LM class in transformers
+    assert type(lm.model).__name__ == "Mistral3ForConditionalGeneration"
+    assert lm.model.config.model_type == "mistral3"
+
+
+def test_disagreeing_family_is_refused_at_load(tmp_path):
+    directory = save_paligemma(tmp_path / "paligemma")
+    with pytest.raises(loading.LoadError) as caught:
+        loading.load(str(directory), device="cpu", dtype="float32")
+    message = str(caught.value)
+    assert "model type 'paligemma' is not supported" in message
+    assert "differ from the naive engine's by" in message and "probe prompt 1" in message
+
+
+def test_unknown_model_type_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "vit"}')
+    with pytest.raises(loading.LoadError, match="neither a causal LM nor a vision-language model"):
+        loading.load(str(tmp_path), device="cpu", dtype="float32")
