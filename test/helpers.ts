@@ -27,8 +27,8 @@ export function cli(args: string[], options: {cwd?: string; timeoutMs?: number; 
   })
 }
 
-export async function buildTinyModel(dir: string, family = 'llama'): Promise<string> {
-  await execa(python, [resolve(repoRoot, 'test', 'fixtures', 'build_tiny_model.py'), dir, '--family', family], {cwd: repoRoot})
+export async function buildTinyModel(dir: string, family = 'llama', seed = 0): Promise<string> {
+  await execa(python, [resolve(repoRoot, 'test', 'fixtures', 'build_tiny_model.py'), dir, '--family', family, '--seed', String(seed)], {cwd: repoRoot})
   return dir
 }
 

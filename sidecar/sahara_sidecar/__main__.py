@@ -48,6 +48,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     serve.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     serve.add_argument(
+        "--exit-with-parent",
+        action="store_true",
+        help="stop when the process that started this one exits (the CLI's own sidecars)",
+    )
+    serve.add_argument(
         "--malloc",
         choices=("reuse", "default"),
         default="reuse",
@@ -103,6 +108,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def serve(args: argparse.Namespace) -> int:
+    # A sidecar the CLI started for one command stops when that process is gone, however it ended
+    # (SIGKILL included: it cannot stop its children then), instead of holding the device's memory.
+    parent = os.getppid() if args.exit_with_parent else None
     if args.malloc == "reuse":  # before torch and the model allocate anything
         from .allocator import keep_freed_memory
 
@@ -166,16 +174,16 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     stopping = threading.Event()
 
-    def stop(signum: int, _frame: object) -> None:
+    def stop(reason: str) -> None:
         if stopping.is_set():
             return
         stopping.set()
-        logging.getLogger("sahara_sidecar").info("signal %d: stopping (grace %.0fs)", signum, GRACE_SECONDS)
+        logging.getLogger("sahara_sidecar").info("%s: stopping (grace %.0fs)", reason, GRACE_SECONDS)
         health.status = health_pb2.HealthCheckResponse.NOT_SERVING
         server.stop(GRACE_SECONDS)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stop(f"signal {signum}"))
+    signal.signal(signal.SIGINT, lambda signum, _frame: stop(f"signal {signum}"))
     line = {
         "event": "listening",
         "host": args.host,
@@ -199,6 +207,8 @@ def serve(args: argparse.Namespace) -> int:
     )
     while not stopping.is_set():
         server.wait_for_termination(timeout=0.5)
+        if parent is not None and os.getppid() != parent:
+            stop(f"parent process {parent} is gone")
     server.wait_for_termination()
     return 0
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from . import ablation
+from .fingerprint import model_fingerprint
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -48,6 +50,11 @@ class LoadedModel:
     @property
     def has_chat_template(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Weights, config and tokenizer (fingerprint.py); computed at the first Describe, a pass over the weights."""
+        return model_fingerprint(self.model, self.tokenizer)
 
 
 def resolve_device(device: str) -> torch.device:

@@ -461,6 +461,7 @@ def describe(lm: loading.LoadedModel) -> sahara_pb2.DescribeResponse:
         sidecar_version=__version__,
         torch_version=torch.__version__,
         transformers_version=transformers.__version__,
+        model_fingerprint=lm.fingerprint,
     )
 
 

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -158,6 +159,7 @@ def test_describe_gqa_model(stub, local):
     assert "lm_head.weight" in by_name, "tied tensors are listed under every name"
     unique = sum(p.numel() for p in local.model.parameters())
     assert facts.total_parameters == unique == sum(p.count for p in facts.parameters) - 300 * 64
+    assert facts.model_fingerprint == local.fingerprint and len(facts.model_fingerprint) == 64
 
 
 def test_forward_equals_in_process(stub, local):
@@ -363,3 +365,31 @@ def test_unsupported_family_exits_2(tmp_path):
     done = run_serve(tmp_path)
     assert done.returncode == 2 and done.stdout == ""
     assert "'gpt2' is not supported" in done.stderr and "q_proj (or a fused qkv_proj) and o_proj" in done.stderr
+
+
+def test_exits_when_its_parent_is_killed(tiny_dirs, tmp_path):
+    """--exit-with-parent (the CLI's own sidecars): SIGKILL of the parent leaves no sidecar running."""
+    serve = [sys.executable, "-m", "sahara_sidecar", "serve", "--model", str(tiny_dirs["llama"]), "--exit-with-parent"]
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", f"import subprocess; subprocess.run({serve!r})"],
+        cwd=SIDECAR,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    sidecar_pid = json.loads(launcher.stdout.readline())["pid"]
+    launcher.kill()
+    launcher.wait(timeout=10)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and running(sidecar_pid):
+        time.sleep(0.2)
+    assert not running(sidecar_pid), "the orphaned sidecar stopped"
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's exit may wait for init to reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False

@@ -144,9 +144,9 @@ def build_model(family: str, tokenizer: PreTrainedTokenizerFast, seed: int = 0) 
     return model.eval()
 
 
-def save(family: str, directory: Path, chat_template: str | None = None) -> Path:
+def save(family: str, directory: Path, chat_template: str | None = None, seed: int = 0) -> Path:
     tokenizer = build_tokenizer(chat_template)
-    model = build_model(family, tokenizer)
+    model = build_model(family, tokenizer, seed)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory

@@ -13,7 +13,7 @@ import {mkdirSync} from 'node:fs'
 import {join} from 'node:path'
 
 import type {EngineName} from '../jobs/engine.js'
-import {DType, type SidecarClient, SidecarError, type SidecarInfo, sidecarInfo} from '../sidecar/client.js'
+import {type SidecarClient, SidecarError, type SidecarInfo, dtypeName, sidecarInfo} from '../sidecar/client.js'
 import {type Agreement, type StepAgreement, compareShips, compareStep} from './compare.js'
 import {type Measurement, type ShipsRun, type StepRun, type Workload, measureSearchStep, measureShips} from './measure.js'
 
@@ -74,7 +74,6 @@ export interface BenchResult {
   peak_fraction: {ships: number; search_step: number} | null
 }
 
-const dtypeName = (d: DType) => (DType[d] ?? String(d)).replace('DTYPE_', '').toLowerCase()
 
 interface Pair<T extends {measurement: Measurement}> {
   naive: T

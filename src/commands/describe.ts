@@ -3,7 +3,7 @@ import {Flags} from '@oclif/core'
 import {SaharaCommand} from '../cli/base.js'
 import {sidecarFlags, withSidecar} from '../cli/sidecar-session.js'
 import {type ResolvedModel, resolveModel} from '../models.js'
-import {DType, type DescribeResponse} from '../sidecar/client.js'
+import {type DescribeResponse, dtypeName} from '../sidecar/client.js'
 
 export default class Describe extends SaharaCommand {
   static override description = 'Show the facts of a model as the sidecar loads it: layers, heads, sizes, parameter counts, tokenizer'
@@ -30,17 +30,17 @@ export default class Describe extends SaharaCommand {
 
     try {
       const facts = await withSidecar(model, {...flags, log: (m) => this.progress(m)}, (client) => client.describe())
-      const dtypeName = (DType[facts.dtype] ?? '').replace('DTYPE_', '').toLowerCase()
+      const dtype = dtypeName(facts.dtype)
       this.log(`model        ${facts.model} (${facts.family})`)
       this.log(`layers       ${facts.numLayers}`)
       this.log(`heads        ${facts.numHeads} query, ${facts.numKvHeads} key/value, head_dim ${facts.headDim}`)
       this.log(`hidden       ${facts.hiddenSize}`)
       this.log(`vocab        ${facts.vocabSize}`)
       this.log(`parameters   ${facts.totalParameters.toLocaleString('en-US')} (${facts.parameters.length} tensors)`)
-      this.log(`dtype        ${dtypeName} on ${facts.device}`)
+      this.log(`dtype        ${dtype} on ${facts.device}`)
       this.log(`chat         ${facts.hasChatTemplate ? 'has a chat template' : 'no chat template'}; bos ${JSON.stringify(facts.bosToken)}, eos ${JSON.stringify(facts.eosToken)}`)
       this.log(`versions     sidecar ${facts.sidecarVersion}, torch ${facts.torchVersion}, transformers ${facts.transformersVersion}`)
-      return {...facts, dtypeName}
+      return {...facts, dtypeName: dtype}
     } catch (error) {
       this.fail(error)
     }

@@ -62,7 +62,8 @@ export interface Sweep {
 const TOP_KEYS = ['name', 'description', 'vars', 'endpoints', 'defaults', 'jobs', 'extends'] as const
 const EXTENDING_KEYS = ['extends', 'name', 'description', 'vars', 'endpoints'] as const
 const MAX_EXTENDS_DEPTH = 8
-const NAME = /^[\w.-]+$/
+/** Names folders: letters, digits, ".", "_", "-", but not "." or ".." (which would leave the runs folder). */
+const NAME = /^(?!\.{1,2}$)[\w.-]+$/
 
 export function loadSweep(file: string, options: SweepOptions = {}): Sweep {
   const path = resolve(file)
@@ -101,7 +102,7 @@ export function parseSweep(text: string, file: string, options: SweepOptions = {
   const vars = {...readVars(source, root.get('vars', true) as Node | undefined), ...options.extendedBy?.vars}
   const env = options.env ?? process.env
   substitute(source, root, (name) => env[name] ?? vars[name])
-  const name = options.extendedBy?.name ?? top.string('name', {pattern: NAME, patternHint: 'use letters, digits, ".", "_" and "-" (it names the run folder)'}).value
+  const name = options.extendedBy?.name ?? top.string('name', {pattern: NAME, patternHint: 'use letters, digits, ".", "_" and "-", not "." or ".." (it names the run folder)'}).value
   const description = options.extendedBy ? options.extendedBy.description : top.optionalString('description')?.value
   const endpoints = options.extendedBy?.endpoints ?? readEndpoints(top)
   // jobs on served models: their names are the sidecars' business, nothing is checked locally
@@ -132,7 +133,7 @@ export function parseSweep(text: string, file: string, options: SweepOptions = {
     const kindName = fields.string('kind', {oneOf: Object.keys(JOB_KINDS)}).value
     const kind = JOB_KINDS[kindName]
     fields.onlyKeys(['kind', 'name', ...kind.keys], `a ${kindName} job`)
-    if (fields.has('name')) fields.string('name', {pattern: NAME, patternHint: 'use letters, digits, ".", "_" and "-"'})
+    if (fields.has('name')) fields.string('name', {pattern: NAME, patternHint: 'use letters, digits, ".", "_" and "-", not "." or ".."'})
     for (const job of kind.parse(fields, {baseDir, remoteModels})) {
       const previous = seen.get(job.name)
       if (previous !== undefined) {

@@ -157,7 +157,7 @@ export async function runAsr(model: ResolvedModel, params: AsrParams, context: R
       units.push({
         id: `${what} ${range}`,
         shared: true,
-        key: {generate: {model: modelId, dtype: facts.dtype, prompts: chunk, template: params.template, heads: ablate, method: ablate.length > 0 ? params.method : null, eps: ablate.length > 0 ? params.eps : null, maxNewTokens: params.maxNewTokens, sampling}},
+        key: {generate: {model: modelId, dtype: facts.dtype, fingerprint: facts.modelFingerprint, prompts: chunk, template: params.template, heads: ablate, method: ablate.length > 0 ? params.method : null, eps: ablate.length > 0 ? params.eps : null, maxNewTokens: params.maxNewTokens, sampling}},
         async run(c) {
           const out = await c.generate({prompts: chunk, template: TEMPLATE_ENUM[params.template], spec, maxNewTokens: params.maxNewTokens, sampling})
           calls++

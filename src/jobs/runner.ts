@@ -70,6 +70,34 @@ function compareWithPrevious(path: string, jobs: JobSpec[], hashes: Map<string, 
   return result
 }
 
+function finishedJob(dir: string, job: JobSpec, result: unknown): FinishedJob {
+  return {spec: job, out: relative(dir, resolve(dir, job.name)), result, headline: JOB_KINDS[job.kind].headline?.(result) ?? 'done'}
+}
+
+/** The jobs the previous summary.json lists as done whose options are unchanged, with their results
+ * read back from their folders' summary.json; a job whose files cannot be read is simply left out. */
+function carriedOver(dir: string, sweep: Sweep, unchanged: Set<string>): Map<string, FinishedJob> {
+  const carried = new Map<string, FinishedJob>()
+  let done: string[] = []
+  try {
+    const previous = JSON.parse(readFileSync(resolve(dir, 'summary.json'), 'utf8')) as {jobs?: {name: string}[]}
+    done = (previous.jobs ?? []).map((j) => j.name)
+  } catch {
+    return carried // no previous summary (or an unreadable one): nothing to carry over
+  }
+
+  for (const job of sweep.jobs) {
+    if (!done.includes(job.name) || !unchanged.has(job.name)) continue
+    try {
+      carried.set(job.name, finishedJob(dir, job, JSON.parse(readFileSync(resolve(dir, job.name, 'summary.json'), 'utf8'))))
+    } catch {
+      // its result file is gone or unreadable: the job is listed again once it runs
+    }
+  }
+
+  return carried
+}
+
 export function planSweep(sweep: Sweep, runsDir: string): {dir: string; byModel: Map<string, JobSpec[]>} {
   const dir = resolve(runsDir, sweep.name)
   const byModel = new Map<string, JobSpec[]>()
@@ -110,9 +138,12 @@ export async function runSweep(
   }
 
   const outcomes: JobOutcome[] = []
-  const finished: FinishedJob[] = []
+  // by job name: this run's, and those an earlier run finished with the same options (so that a run
+  // that stops early does not drop them from the summary)
+  const finishedByName = carriedOver(dir, sweep, new Set(unchanged))
   const startedAt = new Date().toISOString()
   const summarise = (): SweepSummary => {
+    const finished = sweep.jobs.flatMap((j) => finishedByName.get(j.name) ?? [])
     const summary: SweepSummary = {
       sweep: sweep.name,
       file: sweep.file,
@@ -129,6 +160,7 @@ export async function runSweep(
     return summary
   }
 
+  summarise() // from the start, what this sweep as it now reads has finished (a changed job is not)
   let n = 0
   const total: WorkCounts = {reused: 0, computed: 0}
   try {
@@ -143,11 +175,15 @@ export async function runSweep(
           const jobsBefore = n - 1
           progress?.(jobsBefore, sweep.jobs.length, job.name)
           const jobProgress = (d: number, t: number, what: string) => progress?.(jobsBefore + (t > 0 ? Math.min(1, d / t) : 0), sweep.jobs.length, `${job.name}: ${what}`)
-          const result = await JOB_KINDS[job.kind].run(job, {client: pool.anyClient, work, outDir: out, sweepDir: dir, log, progress: jobProgress})
+          const result = await JOB_KINDS[job.kind].run(job, {client: pool.anyClient, work, outDir: out, sweepDir: dir, log, progress: jobProgress}).catch((error: unknown) => {
+            // what only the model can tell (its heads, its rank) fails here, not in validation: say which job
+            if (error instanceof Error) error.message = `${sweep.file}: job ${job.name}: ${error.message}`
+            throw error
+          })
           total.reused += work.counts.reused
           total.computed += work.counts.computed
           outcomes.push({name: job.name, kind: job.kind, model: job.model.name, out, result, units: {...work.counts}})
-          finished.push({spec: job, out: relative(dir, out), result, headline: JOB_KINDS[job.kind].headline?.(result) ?? 'done'})
+          finishedByName.set(job.name, finishedJob(dir, job, result))
           summarise()
           progress?.(n, sweep.jobs.length, job.name)
         }

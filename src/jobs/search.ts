@@ -20,7 +20,7 @@
  * naming the first differing field, unless `restart`. A torn last line (a crash mid-write) is
  * dropped with a warning; any other bad line is an error.
  */
-import {existsSync, mkdirSync, readFileSync, truncateSync, writeFileSync} from 'node:fs'
+import {existsSync, mkdirSync, readFileSync, renameSync, truncateSync, writeFileSync} from 'node:fs'
 import {createHash} from 'node:crypto'
 import {resolve} from 'node:path'
 
@@ -32,7 +32,7 @@ import {DEFAULT_SMOOTHING, klFrom} from '../science/kl.js'
 import {ANGLE_SUMS, type AngleSum, type Matrix, type Representation, leftSingularVectors, matrix, representation, subspaceShift} from '../science/subspace.js'
 import {appendLineDurable, writeFileAtomic} from '../orchestration/files.js'
 import {type Unit, singleClientWork} from '../orchestration/work.js'
-import {type AblationSpec, type ForwardResult, type SidecarClient, type SidecarInfo, sidecarInfo} from '../sidecar/client.js'
+import {type AblationSpec, type ForwardResult, type SidecarClient, type SidecarInfo, dtypeName, sidecarInfo} from '../sidecar/client.js'
 import {
   DEFAULT_ENGINE,
   ENGINE_KEYS,
@@ -82,6 +82,9 @@ export interface SearchParams {
   limit?: number
   /** Discard stored steps instead of resuming. */
   restart?: boolean
+  /** Stored steps made with other settings: refuse (the command: the user chooses --out or --restart),
+   * or move them aside to search.jsonl.superseded-<time> and search anew (a sweep whose job changed). */
+  settingsChanged?: 'refuse' | 'set-aside'
   maxFloats?: number
   /** Engine and memory budget sent with every Forward (default fast, auto). */
   engineOptions?: EngineOptions
@@ -105,6 +108,10 @@ export interface SearchSettings {
   smoothing: number | null
   /** "atp:K" or null (steps stored before pre-filters existed read as null). */
   prefilter: string | null
+  /** The loaded model's dtype and fingerprint (weights, config, tokenizer), from Describe; undefined
+   * (not compared) where no sidecar has been asked yet (precheckStoredSteps). */
+  dtype?: string
+  model_fingerprint?: string
 }
 
 export interface ScoreEntry {
@@ -197,15 +204,30 @@ export class SearchStateError extends Error {
   override name = 'SearchStateError'
 }
 
+/** Stored steps were made with other settings; `detail` names the first differing field. */
+export class SearchSettingsChanged extends SearchStateError {
+  override name = 'SearchSettingsChanged'
+
+  constructor(readonly detail: string) {
+    super(`${detail}: use another --out, or --restart to discard the stored steps`)
+  }
+}
+
 const seconds = (ms: number) => Math.round(ms) / 1000
 
 export function datasetDigest(prompts: readonly string[]): string {
   return createHash('sha256').update(JSON.stringify(prompts)).digest('hex')
 }
 
-export function searchSettings(modelSource: string, params: SearchParams, prompts: readonly string[]): SearchSettings {
+export function searchSettings(
+  modelSource: string,
+  params: SearchParams,
+  prompts: readonly string[],
+  loaded?: {dtype: string; fingerprint: string},
+): SearchSettings {
   const angles = params.score === 'angles'
   return {
+    ...(loaded ? {dtype: loaded.dtype, model_fingerprint: loaded.fingerprint} : {}),
     model: modelSource,
     dataset: params.dataset.name,
     dataset_sha256: datasetDigest(prompts),
@@ -264,11 +286,9 @@ export function loadStoredSteps(path: string, settings: SearchSettings, options:
     }
 
     for (const key of Object.keys(settings) as (keyof SearchSettings)[]) {
-      if ((line.settings[key] ?? null) !== settings[key]) {
-        throw new SearchStateError(
-          `${path} holds steps made with ${key} = ${JSON.stringify(line.settings[key] ?? null)}, but this run has ${key} = ${JSON.stringify(settings[key])}: ` +
-            'use another --out, or --restart to discard the stored steps',
-        )
+      if (settings[key] !== undefined && (line.settings[key] ?? null) !== settings[key]) {
+        const stored = line.settings[key] === undefined ? `no ${key} (stored by an earlier version)` : `${key} = ${JSON.stringify(line.settings[key])}`
+        throw new SearchSettingsChanged(`${path} holds steps made with ${stored}, but this run has ${key} = ${JSON.stringify(settings[key])}`)
       }
     }
 
@@ -371,10 +391,10 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
   const prompts = promptsOf(params)
   if (prompts.length === 0) throw new SearchStateError(`dataset ${params.dataset.name} has no prompts`)
   const modelSource = model.kind === 'remote' ? facts.model : model.source
-  const settings = searchSettings(modelSource, params, prompts)
+  const settings = searchSettings(modelSource, params, prompts, {dtype: dtypeName(facts.dtype), fingerprint: facts.modelFingerprint})
   mkdirSync(outDir, {recursive: true})
   const jsonlPath = resolve(outDir, 'search.jsonl')
-  const stored = loadStoredSteps(jsonlPath, settings, {restart: params.restart, log})
+  const stored = storedSteps(jsonlPath, settings, params, log)
   const lines: StepLine[] = stored.slice(0, params.steps)
   const maxFloats = params.maxFloats ?? SEARCH_MAX_FLOATS
   const spec = (group: Head[]): AblationSpec => ({heads: group, method: METHOD_ENUM[params.method], eps: params.eps})
@@ -463,7 +483,7 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
     for (let i = 0; i < candidates.length; i += plan.groupSize) batches.push(candidates.slice(i, i + plan.groupSize))
     const units: Unit<(number | string)[]>[] = batches.map((batch) => ({
       id: `group [${group.map(formatHead).join(',')}] + ${formatHead(batch[0])}-${formatHead(batch.at(-1)!)}`,
-      key: {score: params.score, group: group.map(formatHead), batch: batch.map(formatHead), engine: engineOptions.engine, prefilter: prefilter?.prefilter ?? null},
+      key: {score: params.score, group: group.map(formatHead), batch: batch.map(formatHead), engine: engineOptions.engine, prefilter: prefilter?.prefilter ?? null, dtype: settings.dtype, fingerprint: settings.model_fingerprint},
       async run(sidecar) {
         const results = []
         for (let start = 0; start < N; start += plan.promptsPerRequest) {
@@ -693,8 +713,22 @@ export const searchKind: JobKind<SearchParams, SearchSummary> = {
 
     return jobs
   },
-  run: (job, context) => runSearch(job.model, job.params, context),
+  run: (job, context) => runSearch(job.model, {...job.params, settingsChanged: 'set-aside'}, context),
   headline: (summary) => `group ${summary.group.map(formatHead).join(', ')} (score ${summary.score}${summary.score === 'angles' ? `, r_main ${summary.r_main}${summary.centre ? ', centred' : ''}` : ''})`,
+}
+
+/** The stored steps to resume from; with settingsChanged 'set-aside', steps of other settings are
+ * kept in a file beside it (never deleted) and the search starts anew. */
+function storedSteps(path: string, settings: SearchSettings, params: SearchParams, log: (m: string) => void): StepLine[] {
+  try {
+    return loadStoredSteps(path, settings, {restart: params.restart, log})
+  } catch (error) {
+    if (!(error instanceof SearchSettingsChanged) || params.settingsChanged !== 'set-aside') throw error
+    const aside = `${path}.superseded-${new Date().toISOString().replaceAll(':', '-')}`
+    renameSync(path, aside)
+    log(`  ${error.detail}; those steps are kept in ${aside}, and the search starts anew`)
+    return []
+  }
 }
 
 /** For callers without a sidecar yet (the command): refuse stored steps with other settings before starting one. */

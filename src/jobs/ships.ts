@@ -258,7 +258,7 @@ export async function runShips(
     return {
       id: `${range}, heads ${formatHead(group[0])}-${formatHead(group.at(-1)!)}`,
       key: {
-        ships: {model: modelId, dtype: facts.dtype, prompts: chunk, template: params.template, method: params.method, eps: params.eps},
+        ships: {model: modelId, dtype: facts.dtype, fingerprint: facts.modelFingerprint, prompts: chunk, template: params.template, method: params.method, eps: params.eps},
         heads: group.map(formatHead),
         smoothing: params.smoothing,
         engine: engineOptions.engine,

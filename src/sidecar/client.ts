@@ -205,11 +205,16 @@ export interface SidecarInfo {
   transformers_version: string
 }
 
+/** "float32", "bfloat16", ... for a DType. */
+export function dtypeName(dtype: DType): string {
+  return (DType[dtype] ?? String(dtype)).replace('DTYPE_', '').toLowerCase()
+}
+
 export function sidecarInfo(endpoint: string, facts: DescribeResponse): SidecarInfo {
   return {
     endpoint,
     device: facts.device,
-    dtype: (DType[facts.dtype] ?? String(facts.dtype)).replace('DTYPE_', '').toLowerCase(),
+    dtype: dtypeName(facts.dtype),
     sidecar_version: facts.sidecarVersion,
     torch_version: facts.torchVersion,
     transformers_version: facts.transformersVersion,

@@ -121,7 +121,9 @@ export async function startSidecar(options: SidecarOptions): Promise<RunningSide
   const python = pythonInterpreter()
   checkInterpreter(python)
   const timeoutMs = options.startTimeoutMs ?? 300_000
-  const child = execa(python, serveArgs(options), {
+  // --exit-with-parent: execa's cleanup cannot run when this process is SIGKILLed; the sidecar then
+  // notices it was orphaned and stops, instead of holding its port and the device's memory.
+  const child = execa(python, [...serveArgs(options), '--exit-with-parent'], {
     cwd: sidecarDir,
     buffer: false,
     stdin: 'ignore',

@@ -189,4 +189,22 @@ describe.skipIf(skipIntegration)('search end to end (real sidecar, tiny Llama)',
     expect(outcome.jobs[0].result).toMatchObject({kind: 'search', centre: true})
     expect(outcome.jobs[0].result.group).toHaveLength(1)
   })
+
+  it('run <sweep>: a changed job that fails leaves the finished ones in the summary, and the error names the job', async () => {
+    const sweep = join(dir, 'two.yaml')
+    // the search first: when it fails, the ships job after it does not run again, yet stays listed
+    const jobs = (steps: number) => ['name: two', 'jobs:', '  - kind: search', `    steps: ${steps}`, '    matrix: {model: ./tiny-llama, dataset: prompts.json}', '  - kind: ships', '    matrix: {model: ./tiny-llama, dataset: prompts.json}', '']
+    writeFileSync(sweep, jobs(1).join('\n'))
+    const runs = join(dir, 'runs-two')
+    const first = await cli(['run', sweep, '--runs-dir', runs, '--endpoint', endpoint])
+    expect(first.exitCode, first.stderr).toBe(0)
+    const listed = () => (JSON.parse(readFileSync(join(runs, 'two', 'summary.json'), 'utf8')) as {jobs: {name: string}[]}).jobs.map((j) => j.name)
+    expect(listed()).toEqual(['search-tiny-llama-prompts-ua-1e-5', 'ships-tiny-llama-prompts-ua-1e-5'])
+
+    writeFileSync(sweep, jobs(L * H + 1).join('\n')) // more steps than the model has heads: known only at run time
+    const failed = await cli(['run', sweep, '--runs-dir', runs, '--endpoint', endpoint])
+    expect(failed.exitCode).not.toBe(0)
+    expect(failed.stderr).toContain(`two.yaml: job search-tiny-llama-prompts-ua-1e-5: --steps ${L * H + 1} exceeds the model's ${L * H} heads`)
+    expect(listed()).toEqual(['ships-tiny-llama-prompts-ua-1e-5'])
+  })
 })
