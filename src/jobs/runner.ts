@@ -175,7 +175,8 @@ export async function runSweep(
           const jobsBefore = n - 1
           progress?.(jobsBefore, sweep.jobs.length, job.name)
           const jobProgress = (d: number, t: number, what: string) => progress?.(jobsBefore + (t > 0 ? Math.min(1, d / t) : 0), sweep.jobs.length, `${job.name}: ${what}`)
-          const result = await JOB_KINDS[job.kind].run(job, {client: pool.anyClient, work, outDir: out, sweepDir: dir, log, progress: jobProgress}).catch((error: unknown) => {
+          const client = await pool.servingClient()
+          const result = await JOB_KINDS[job.kind].run(job, {client, work, outDir: out, sweepDir: dir, log, progress: jobProgress}).catch((error: unknown) => {
             // what only the model can tell (its heads, its rank) fails here, not in validation: say which job
             if (error instanceof Error) error.message = `${sweep.file}: job ${job.name}: ${error.message}`
             throw error

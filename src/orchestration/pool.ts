@@ -73,9 +73,17 @@ export class EndpointPool<C> {
     this.maxAttempts = options.maxAttempts ?? 5
   }
 
-  /** The first endpoint serving now (for one-off calls). */
+  /** The first endpoint that was serving at the last check (for one-off calls). */
   get anyClient(): C {
     return (this.states.find((s) => s.up) ?? this.states[0]).endpoint.client
+  }
+
+  /** A client serving now: every endpoint health-checked again first (one that stopped since the
+   * last check is dropped), so that the one-off calls of the next job (Describe, CountTokens) do not
+   * go to a host that died between jobs. Throws NoEndpointsError when none serves. */
+  async servingClient(): Promise<C> {
+    await this.checkAll()
+    return this.anyClient
   }
 
   /** Units finished per endpoint so far. */

@@ -45,6 +45,19 @@ describe('the endpoint pool', () => {
     pool.close()
   })
 
+  it('servingClient checks again: a host that stopped since the last check is passed over', async () => {
+    const aAlive = {value: true}
+    const warnings: string[] = []
+    const pool = new EndpointPool([endpoint('a', aAlive), endpoint('b', {value: true})], {...options, warn: (m) => warnings.push(m)})
+    await pool.checkAll()
+    expect((await pool.servingClient()).id).toBe('a')
+    aAlive.value = false // a dies between two jobs: nothing ran on it to notice
+    expect(pool.anyClient.id).toBe('a')
+    expect((await pool.servingClient()).id).toBe('b')
+    expect(warnings.some((w) => w.startsWith('endpoint a dropped'))).toBe(true)
+    pool.close()
+  })
+
   it('stops with a clear error when no endpoint is left, after the units in flight finish', async () => {
     const alive = {value: true}
     const pool = new EndpointPool([endpoint('a', alive)], options)
