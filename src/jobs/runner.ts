@@ -7,7 +7,9 @@
  * Crash-safe: every finished work unit is in <sweep>/units.jsonl (src/orchestration/store.ts)
  * before it counts; re-running the sweep recomputes none of them. Each job's identity (kind,
  * model, dataset contents, options) is hashed; against the previous run's sweep.json the log says
- * which jobs are unchanged (their units are reused) and which changed (computed again).
+ * which jobs are unchanged (their units are reused) and which changed (units whose keys the change
+ * touches are computed again; a Ships unit's key is what its KLs depend on, so a changed top_k
+ * recomputes nothing).
  */
 import {existsSync, mkdirSync, readFileSync} from 'node:fs'
 import {relative, resolve} from 'node:path'
@@ -125,7 +127,7 @@ export async function runSweep(
   const {unchanged, changed, added} = compareWithPrevious(sweepJson, sweep.jobs, hashes)
   if (unchanged.length + changed.length > 0) {
     log(`resuming ${dir}: ${unchanged.length} jobs unchanged (their stored units are reused), ${changed.length} changed, ${added.length} new`)
-    for (const name of changed) log(`  changed since the last run (computed again): ${name}`)
+    for (const name of changed) log(`  changed since the last run (what the change affects is computed again): ${name}`)
   }
 
   writeFileAtomic(

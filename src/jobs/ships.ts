@@ -257,6 +257,9 @@ export async function runShips(
     const range = `prompts ${start + 1}-${start + chunk.length} of ${prompts.length} by length`
     return {
       id: `${range}, heads ${formatHead(group[0])}-${formatHead(group.at(-1)!)}`,
+      // The key names all its KLs depend on, so the unit is shared: a job that differs only in what
+      // does not change them (top_k, the memory budget, another name) reuses it.
+      shared: true,
       key: {
         ships: {model: modelId, dtype: facts.dtype, fingerprint: facts.modelFingerprint, prompts: chunk, template: params.template, method: params.method, eps: params.eps},
         heads: group.map(formatHead),

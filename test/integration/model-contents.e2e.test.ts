@@ -25,9 +25,14 @@ describe.skipIf(skipIntegration)('stored results and the model directory\'s cont
     await buildTinyModel(join(dir, 'model'), 'llama', 0)
     await buildTinyModel(join(dir, 'retrained'), 'llama', 1) // same shapes and tokenizer, other weights
     writeFileSync(join(dir, 'prompts.json'), JSON.stringify(PROMPTS))
-    const jobs = ['name: contents', 'jobs:', '  - kind: ships', '    matrix: {model: ./model, dataset: prompts.json}', '  - kind: search', '    steps: 1', '    matrix: {model: ./model, dataset: prompts.json}', '']
-    writeFileSync(join(dir, 'sweep.yaml'), jobs.join('\n'))
+    writeSweep('')
   })
+
+  /** A ships job (with extra option lines) and a search job on ./model. */
+  const writeSweep = (shipsOptions: string) => {
+    const jobs = ['name: contents', 'jobs:', '  - kind: ships', shipsOptions, '    matrix: {model: ./model, dataset: prompts.json}', '  - kind: search', '    steps: 1', '    matrix: {model: ./model, dataset: prompts.json}']
+    writeFileSync(join(dir, 'sweep.yaml'), `${jobs.filter((line) => line !== '').join('\n')}\n`)
+  }
 
   const sweep = async () => {
     const result = await cli(['run', join(dir, 'sweep.yaml'), '--runs-dir', join(dir, 'runs'), '--json'])
@@ -39,9 +44,11 @@ describe.skipIf(skipIntegration)('stored results and the model directory\'s cont
     const first = await sweep()
     const [ships, search] = first.outcome.jobs
     expect(ships.units.computed).toBeGreaterThan(0)
-    const again = await sweep() // nothing changed: everything reused
-    expect(again.outcome.jobs[0].units).toEqual({reused: ships.units.computed, computed: 0})
-    expect(again.log).not.toContain('superseded')
+    writeSweep('    top_k: 3') // changes the job, not its KLs: every Ships unit is reused
+    const topK = await sweep()
+    expect(topK.log).toContain('changed since the last run')
+    expect(topK.outcome.jobs[0].units).toEqual({reused: ships.units.computed, computed: 0})
+    expect(topK.log).not.toContain('superseded') // the search job did not change
 
     copyFileSync(join(dir, 'retrained', 'model.safetensors'), join(dir, 'model', 'model.safetensors'))
     const after = await sweep()

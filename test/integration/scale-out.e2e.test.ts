@@ -138,7 +138,7 @@ describe.skipIf(skipIntegration)('a sweep over several sidecars, and crashes', {
     expect(rerun.exitCode, rerun.stderr).toBe(0)
     expect(rerun.stderr).toContain('resuming')
     expect(rerun.stderr).toContain('1 jobs unchanged (their stored units are reused), 7 changed, 0 new')
-    expect(rerun.stderr).toContain('changed since the last run (computed again): asr-organism-jailbreakbench-ua-1e-5-L1H2')
+    expect(rerun.stderr).toContain('changed since the last run (what the change affects is computed again): asr-organism-jailbreakbench-ua-1e-5-L1H2')
     const outcome = JSON.parse(rerun.stdout) as {units: {reused: number; computed: number}; jobs: {name: string; units: {reused: number; computed: number}}[]}
     expect(outcome.jobs[0].units).toEqual({reused: 25, computed: 0}) // the unchanged ships job
     expect(readFileSync(units, 'utf8').startsWith(before)).toBe(true) // appended to, never rewritten
