@@ -3,6 +3,9 @@
  * with --json), and errors turned into `this.error(message, {exit})` — exit 2 for bad arguments
  * or configuration (reported before any work starts), 1 for failures while working.
  */
+import {existsSync, statSync} from 'node:fs'
+import {resolve} from 'node:path'
+
 import {Command, Flags} from '@oclif/core'
 
 import {ConfigError} from '../config/fields.js'
@@ -16,6 +19,11 @@ import {Progress} from './progress.js'
 
 export const EXIT_USAGE = 2
 export const EXIT_FAILURE = 1
+
+/** A command line that cannot work, found before any work starts (exit 2). */
+export class UsageError extends Error {
+  override name = 'UsageError'
+}
 
 export abstract class SaharaCommand extends Command {
   static override enableJsonFlag = true
@@ -68,8 +76,15 @@ export abstract class SaharaCommand extends Command {
     return super.catch(error)
   }
 
+  /** The output folder, resolved; refused before a sidecar starts when a file is in its place. */
+  protected outputFolder(path: string): string {
+    const folder = resolve(path)
+    if (existsSync(folder) && !statSync(folder).isDirectory()) this.error(`--out ${path}: ${folder} exists and is not a folder`, {exit: EXIT_USAGE})
+    return folder
+  }
+
   protected fail(error: unknown): never {
-    const usage = error instanceof ConfigError || error instanceof DatasetError || error instanceof ModelError || error instanceof HeadNameError || error instanceof CredentialsError
+    const usage = error instanceof UsageError || error instanceof ConfigError || error instanceof DatasetError || error instanceof ModelError || error instanceof HeadNameError || error instanceof CredentialsError
     if (usage) this.error(error.message, {exit: EXIT_USAGE})
     if (error instanceof SidecarError || error instanceof SidecarStartError) this.error(error.message, {exit: EXIT_FAILURE})
     throw error

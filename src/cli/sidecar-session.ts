@@ -13,6 +13,7 @@ import type {ResolvedModel} from '../models.js'
 import {SidecarClient} from '../sidecar/client.js'
 import {type CredentialFlags, loadCredentials} from '../sidecar/credentials.js'
 import {startSidecar} from '../sidecar/process.js'
+import {UsageError} from './base.js'
 
 export const sidecarFlags = {
   endpoint: Flags.string({
@@ -45,6 +46,10 @@ export async function withSidecar<T>(
   options: SessionOptions,
   fn: (client: SidecarClient) => Promise<T>,
 ): Promise<T> {
+  if (options.endpoint?.includes(',')) {
+    throw new UsageError(`--endpoint ${options.endpoint}: this command talks to one sidecar; \`sahara run\` spreads a sweep over several`)
+  }
+
   const credentials = loadCredentials(options)
   if (options.endpoint) {
     const client = new SidecarClient(options.endpoint, {credentials})

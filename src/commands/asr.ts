@@ -1,5 +1,4 @@
 import {Flags} from '@oclif/core'
-import {resolve} from 'node:path'
 
 import {SaharaCommand} from '../cli/base.js'
 import {ablationFlags, datasetFlag, modelFlag, parseEps, resolveModelAndDataset} from '../cli/ablation-flags.js'
@@ -73,7 +72,7 @@ Writes OUT/replies.jsonl (both replies and verdicts per prompt) and OUT/summary.
 
     const method = flags.method as Method
     const tag = heads.kind === 'none' ? 'clean' : heads.kind === 'random' ? `random${heads.k}-s${heads.seed}` : heads.kind === 'job' ? `${heads.job}-top${heads.top}` : heads.heads.map((h) => `L${h.layer}H${h.head}`).join('-')
-    const outDir = resolve(flags.out ?? `runs/asr-${modelLabel(model.name)}-${dataset.name}-${method}-${formatEps(eps)}-${tag}`)
+    const outDir = this.outputFolder(flags.out ?? `runs/asr-${modelLabel(model.name)}-${dataset.name}-${method}-${formatEps(eps)}-${tag}`)
     let summary: AsrSummary
     try {
       summary = await withSidecar(model, {...flags, log: (m) => this.progress(m)}, (client) =>

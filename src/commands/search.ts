@@ -1,5 +1,4 @@
 import {Flags} from '@oclif/core'
-import {resolve} from 'node:path'
 
 import {SaharaCommand} from '../cli/base.js'
 import {ablationFlags, datasetFlag, engineFlags, modelFlag, parseEngineFlags, parseEps, parseSmoothing, resolveModelAndDataset} from '../cli/ablation-flags.js'
@@ -82,7 +81,7 @@ OUT/summary.json. Re-run with more --steps to continue from the stored steps.`
     }
     const scoreSuffix = params.score === 'kl' ? '-kl' : `${params.rMain === 1 ? '' : `-r${params.rMain}`}${params.rMain > 1 && params.angleSum !== 'nested' ? `-${params.angleSum}` : ''}${params.centre ? '-centred' : ''}`
     const suffix = `${scoreSuffix}${params.prefilter ? `-atp${params.prefilter.k}` : ''}`
-    const outDir = resolve(flags.out ?? `runs/search-${modelLabel(model.name)}-${dataset.name}-${params.method}-${formatEps(eps)}${suffix}`)
+    const outDir = this.outputFolder(flags.out ?? `runs/search-${modelLabel(model.name)}-${dataset.name}-${params.method}-${formatEps(eps)}${suffix}`)
     const log = (m: string) => this.progress(m)
     let summary: SearchSummary
     try {

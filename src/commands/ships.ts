@@ -1,5 +1,4 @@
 import {Flags} from '@oclif/core'
-import {resolve} from 'node:path'
 
 import {SaharaCommand} from '../cli/base.js'
 import {ablationFlags, datasetFlag, engineFlags, modelFlag, parseEngineFlags, parseEps, parseSmoothing, resolveModelAndDataset} from '../cli/ablation-flags.js'
@@ -53,7 +52,7 @@ each head in their top-k).`
     }
 
     const method = flags.method as Method
-    const outDir = resolve(flags.out ?? `runs/ships-${modelLabel(model.name)}-${dataset.name}-${method}-${formatEps(eps)}`)
+    const outDir = this.outputFolder(flags.out ?? `runs/ships-${modelLabel(model.name)}-${dataset.name}-${method}-${formatEps(eps)}`)
     let summary: ShipsSummary
     try {
       summary = await withSidecar(model, {...flags, log: (m) => this.progress(m)}, (client) =>

@@ -4,7 +4,7 @@
  * what is wrong. Job kinds read their options through `Fields`, which layers maps (a sweep's
  * `defaults` under each job) so a value is reported at the place it was written.
  */
-import {type LineCounter, type Node, isMap, isScalar, isSeq, type Pair, type Scalar, type YAMLMap} from 'yaml'
+import {type LineCounter, type Node, isAlias, isMap, isScalar, isSeq, type Pair, type Scalar, type YAMLMap} from 'yaml'
 
 export class ConfigError extends Error {
   override name = 'ConfigError'
@@ -48,6 +48,7 @@ export function describeNode(node: unknown): string {
     return `${typeof v} ${JSON.stringify(v)}`
   }
 
+  if (isAlias(node)) return `the alias *${node.source} (aliases are not supported: write the value out, or use defaults: or vars:)`
   return 'an unsupported YAML node'
 }
 

@@ -68,12 +68,27 @@ function readJsonl<T>(path: string): T[] {
 
 const isJobSummary = (x: unknown): x is AnySummary => typeof x === 'object' && x !== null && ['ships', 'search', 'asr'].includes((x as {kind?: string}).kind ?? '')
 
+/** What the reports read of each kind of summary: lists, and the geometry that sizes the heatmaps. */
+const REQUIRED: Record<AnySummary['kind'], {lists: string[]; counts: string[]}> = {
+  ships: {lists: ['heads'], counts: ['num_layers', 'num_heads']},
+  search: {lists: ['group', 'steps'], counts: ['num_layers', 'num_heads']},
+  asr: {lists: ['heads'], counts: ['num_layers', 'num_heads']},
+}
+
 /** A job folder's summary, or undefined when the folder holds none (not run yet, or not a job). */
 export function readJobSummary(dir: string): AnySummary | undefined {
   const path = join(dir, 'summary.json')
   if (!existsSync(path)) return undefined
   const summary = readJson(path)
-  return isJobSummary(summary) ? summary : undefined
+  if (!isJobSummary(summary)) return undefined
+  const fields = summary as unknown as Record<string, unknown>
+  const {lists, counts} = REQUIRED[summary.kind]
+  const bad = [
+    ...lists.filter((key) => !Array.isArray(fields[key])).map((key) => `${key} (a list)`),
+    ...counts.filter((key) => !(Number.isInteger(fields[key]) && (fields[key] as number) > 0)).map((key) => `${key} (a positive integer)`),
+  ]
+  if (bad.length > 0) throw new RunDataError(`${path}: a ${summary.kind} summary without ${bad.join(', ')}; was it written by sahara?`)
+  return summary
 }
 
 function addJob(data: RunData, name: string, dir: string, summary: AnySummary): void {

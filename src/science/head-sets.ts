@@ -51,10 +51,12 @@ export function parseHeadList(text: string, what = '--heads'): Head[] {
  * Undefined = no heads (the clean model only).
  */
 export function parseHeadsOption(value: string | undefined, options: {seed?: number; avoid?: string} = {}): HeadSelection {
-  if (value === undefined || value.trim() === '') {
+  if (value === undefined) {
     if (options.avoid !== undefined) throw new HeadNameError('--avoid applies to --heads random:K only')
     return {kind: 'none'}
   }
+
+  if (value.trim() === '') throw new HeadNameError('--heads is empty: name heads (L2H26,L3H8) or random:K, or leave it out for the clean model only')
   const random = RANDOM.exec(value.trim())
   if (random) {
     const k = Number(random[1])

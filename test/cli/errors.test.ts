@@ -67,6 +67,20 @@ describe('sahara ships with bad arguments', () => {
     expect(result.stderr).toContain('no such directory')
   })
 
+  it('rejects an output folder that is a file, before starting a sidecar', async () => {
+    const file = join(dir, 'a-file')
+    writeFileSync(file, 'not a folder')
+    const result = await cli(['ships', '--model', model, '--dataset', 'jailbreakbench', '--out', file])
+    expect(result.exitCode).toBe(2)
+    expect(result.stderr).toContain(`--out ${file}: ${file} exists and is not a folder`)
+  })
+
+  it('rejects several endpoints (one sidecar per command; `run` spreads over several)', async () => {
+    const result = await cli(['ships', '--model', model, '--dataset', 'jailbreakbench', '--endpoint', '127.0.0.1:1,127.0.0.1:2'])
+    expect(result.exitCode).toBe(2)
+    expect(result.stderr).toContain('this command talks to one sidecar; `sahara run` spreads a sweep over several')
+  })
+
   it('rejects an unknown method (oclif validates options)', async () => {
     const result = await cli(['ships', '--dataset', 'jailbreakbench', '--method', 'xx'])
     expect(result.exitCode).not.toBe(0)

@@ -163,6 +163,7 @@ describe('errors say file:line:col, the field and what is wrong', () => {
     ['empty jobs', 'name: t\njobs: []\n', ':2:7: jobs: no jobs: give at least one'],
     ['bad sweep name', 'name: a b\njobs: []\n', ':1:7: name: "a b" is not valid'],
     ['a sweep name that leaves the runs folder', 'name: ".."\njobs: []\n', ':1:7: name: ".." is not valid'],
+    ['a YAML alias', 'name: &n t\njobs:\n  - kind: ships\n    matrix: {model: ./tiny, dataset: *n}\n', ':4:38: jobs[0].matrix.dataset: expected a string, got the alias *n (aliases are not supported'],
     ['an empty list axis', 'name: t\njobs:\n  - kind: ships\n    matrix: {model: [], dataset: prompts.txt}\n', ':4:21: jobs[0].matrix.model: empty list'],
     ['invalid YAML', 'name: t\njobs:\n  - kind: ships\n   bad: [\n', ':4:'],
     ['duplicate keys', 'name: t\nname: u\njobs: []\n', ':2:1: invalid YAML: Map keys must be unique'],

@@ -72,6 +72,7 @@ describe('--heads parsing', () => {
     expect(() => parseHeadsOption('L1H2', {avoid: 'L0H0'})).toThrow(/--avoid applies to --heads random:K only/)
     expect(() => parseHeadsOption('random:2', {seed: -3})).toThrow(/--seed/)
     expect(parseHeadsOption(undefined)).toEqual({kind: 'none'})
+    expect(() => parseHeadsOption('  ')).toThrow(/--heads is empty/)
   })
 })
 

@@ -1,3 +1,6 @@
+import {mkdtempSync, writeFileSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
 import {inflateSync} from 'node:zlib'
 import {describe, expect, it} from 'vitest'
 
@@ -9,6 +12,7 @@ import {type HeatGrid, heatmapPixels, heatmapSvg, normalise} from '../../src/rep
 import {escapeHtml, formatCell, tableHtml} from '../../src/reports/html.js'
 import {PNG_SIGNATURE, crc32, encodePng} from '../../src/reports/png.js'
 import {pickReplies} from '../../src/reports/report.js'
+import {RunDataError, readJobSummary} from '../../src/reports/run-data.js'
 
 const logChooseRef = (n: number, k: number) => Array.from({length: k}, (_, i) => Math.log((n - i) / (i + 1))).reduce((a, b) => a + b, 0)
 
@@ -199,5 +203,16 @@ describe('example replies', () => {
     expect(pickReplies(replies, 6).map((r) => r.index)).toEqual([0, 1, 2, 3, 4, 5])
     expect(pickReplies(replies, 3).map((r) => r.index)).toEqual([1, 2, 3])
     expect(pickReplies([line(1, true, true)], 6).map((r) => r.index)).toEqual([1])
+  })
+})
+
+describe('job summaries read back', () => {
+  it('a summary missing what the reports read is refused by name, not a crash deep in a heatmap', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sahara-summary-'))
+    writeFileSync(join(dir, 'summary.json'), JSON.stringify({kind: 'ships', heads: [], num_layers: 0}))
+    expect(() => readJobSummary(dir)).toThrow(RunDataError)
+    expect(() => readJobSummary(dir)).toThrow('a ships summary without num_layers (a positive integer), num_heads (a positive integer)')
+    writeFileSync(join(dir, 'summary.json'), JSON.stringify({kind: 'other'}))
+    expect(readJobSummary(dir)).toBeUndefined() // not a job's folder
   })
 })
