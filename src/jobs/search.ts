@@ -26,7 +26,7 @@ import {resolve} from 'node:path'
 
 import type {Fields} from '../config/fields.js'
 import type {Dataset} from '../data/datasets.js'
-import type {ResolvedModel} from '../models.js'
+import {ModelError, type ResolvedModel, localGeometry} from '../models.js'
 import {type Head, allHeads, formatHead} from '../science/heads.js'
 import {DEFAULT_SMOOTHING, klFrom} from '../science/kl.js'
 import {ANGLE_SUMS, type AngleSum, type Matrix, type Representation, leftSingularVectors, matrix, representation, subspaceShift} from '../science/subspace.js'
@@ -675,6 +675,16 @@ const OPTION_KEYS = ['matrix', 'steps', 'score', 'r_main', 'centre', 'angle_sum'
 /** YAML has no flag syntax: centring is `centre: none` (default) or `centre: mean`. */
 const CENTRE_VALUES = ['none', 'mean'] as const
 
+/** L and H from a local model's config.json; undefined where that does not tell (the run will). */
+function knownGeometry(model: ResolvedModel): {numLayers: number; numHeads: number} | undefined {
+  try {
+    return localGeometry(model)
+  } catch (error) {
+    if (error instanceof ModelError) return undefined
+    throw error
+  }
+}
+
 export const searchKind: JobKind<SearchParams, SearchSummary> = {
   kind: 'search',
   description: 'Sahara: greedy search for the head group that most shifts the dataset representation (or mean KL)',
@@ -703,6 +713,17 @@ export const searchKind: JobKind<SearchParams, SearchSummary> = {
 
       if (prefilter && method === 'mean') throw fields.error('prefilter', 'the attribution pre-filter needs method ua or sc (mean ablation has no eps to differentiate)')
       if (prefilter) parts.push(`atp${prefilter.k}`)
+      // What the model's config and the dataset already tell (a served model's heads are checked when it runs)
+      const geometry = knownGeometry(model)
+      if (geometry && steps > geometry.numLayers * geometry.numHeads) {
+        throw fields.error('steps', `steps = ${steps} exceeds the ${geometry.numLayers * geometry.numHeads} heads of model ${model.name} (${geometry.numLayers} layers x ${geometry.numHeads})`)
+      }
+
+      const queries = Math.min(limit ?? Number.POSITIVE_INFINITY, dataset.prompts.length)
+      const rank = centre ? queries - 1 : queries // of the representation matrix, at most
+      if (score === 'angles' && rMain > rank) {
+        throw fields.error('r_main', `r_main = ${rMain} exceeds the rank of the representation matrix of ${dataset.name}: at most ${rank} (${queries} prompts${centre ? ', centred' : ''})`)
+      }
       jobs.push({
         kind: 'search',
         name: parts.join('-'),

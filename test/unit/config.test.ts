@@ -15,6 +15,8 @@ beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'sahara-config-'))
   mkdirSync(join(dir, 'tiny'))
   writeFileSync(join(dir, 'tiny', 'config.json'), '{}')
+  mkdirSync(join(dir, 'four-heads'))
+  writeFileSync(join(dir, 'four-heads', 'config.json'), JSON.stringify({num_hidden_layers: 2, num_attention_heads: 2}))
   writeFileSync(join(dir, 'prompts.txt'), 'a\nb\nc\n')
   writeFileSync(join(dir, 'empty.csv'), 'goal\nok\n""\n')
   writeFileSync(join(dir, 'nocolumn.csv'), 'text,label\nhow to x,1\n')
@@ -163,6 +165,8 @@ describe('errors say file:line:col, the field and what is wrong', () => {
     ['empty jobs', 'name: t\njobs: []\n', ':2:7: jobs: no jobs: give at least one'],
     ['bad sweep name', 'name: a b\njobs: []\n', ':1:7: name: "a b" is not valid'],
     ['a sweep name that leaves the runs folder', 'name: ".."\njobs: []\n', ':1:7: name: ".." is not valid'],
+    ['more search steps than the model has heads', 'name: t\njobs:\n  - kind: search\n    steps: 5\n    matrix: {model: ./four-heads, dataset: prompts.txt}\n', ':4:12: jobs[0].steps: steps = 5 exceeds the 4 heads of model'],
+    ['r_main above the rank the prompts allow', 'name: t\njobs:\n  - kind: search\n    r_main: 3\n    centre: mean\n    matrix: {model: ./tiny, dataset: prompts.txt}\n', ':4:13: jobs[0].r_main: r_main = 3 exceeds the rank of the representation matrix of prompts: at most 2 (3 prompts, centred)'],
     ['a YAML alias', 'name: &n t\njobs:\n  - kind: ships\n    matrix: {model: ./tiny, dataset: *n}\n', ':4:38: jobs[0].matrix.dataset: expected a string, got the alias *n (aliases are not supported'],
     ['an empty list axis', 'name: t\njobs:\n  - kind: ships\n    matrix: {model: [], dataset: prompts.txt}\n', ':4:21: jobs[0].matrix.model: empty list'],
     ['invalid YAML', 'name: t\njobs:\n  - kind: ships\n   bad: [\n', ':4:'],
