@@ -55,10 +55,19 @@ class AttentionGeometry:
     hidden_size: int
 
 
+def decoder(model: nn.Module) -> nn.Module:
+    """The decoder stack, holding .layers and .norm: get_decoder() in most families, model.model
+    where get_decoder() answers the causal LM itself (Llama 4 in transformers 5)."""
+    base = model.get_decoder() if hasattr(model, "get_decoder") else model
+    inner = getattr(model, "model", None)
+    if getattr(base, "layers", None) is None and isinstance(inner, nn.Module):
+        return inner
+    return base
+
+
 def decoder_layers(model: nn.Module) -> Sequence[nn.Module]:
     """The transformer blocks of a causal LM (model.model.layers for Llama-like families)."""
-    base = model.get_decoder() if hasattr(model, "get_decoder") else model
-    layers = getattr(base, "layers", None)
+    layers = getattr(decoder(model), "layers", None)
     if layers is None:
         raise AblationError(f"{type(model).__name__}: no decoder layers found (expected .model.layers)")
     return layers

@@ -54,8 +54,14 @@ def check_engines_agree(lm: LoadedModel) -> tuple[float, float]:
     """The largest distance of the distributions and of the hidden states; LoadError past the tolerance."""
     ids = encode(list(PROBE_PROMPTS), "paper", lm.tokenizer)
     specs = probe_specs(lm.geometry)
-    fast_logprobs, fast_hidden = engine_rows(lm, ids, specs, "fast")
-    naive_logprobs, naive_hidden = engine_rows(lm, ids, specs, "naive")
+    try:
+        fast_logprobs, fast_hidden = engine_rows(lm, ids, specs, "fast")
+        naive_logprobs, naive_hidden = engine_rows(lm, ids, specs, "naive")
+    except Exception as err:  # whatever breaks here would break every request: refuse at load, saying so
+        raise LoadError(
+            f"{lm.name}: model type {lm.model.config.model_type!r} is not supported: the probe forwards failed "
+            f"({type(err).__name__}: {err})"
+        ) from err
     distance = 0.5 * (fast_logprobs.double().exp() - naive_logprobs.double().exp()).abs().sum(dim=-1)
     hidden = (fast_hidden - naive_hidden).double().norm(dim=-1) / naive_hidden.double().norm(dim=-1).clamp_min(1e-30)
     tolerance = TOLERANCE.get(lm.dtype, HALF_TOLERANCE)

@@ -261,7 +261,9 @@ def head_logits(lm: LoadedModel, normed: torch.Tensor) -> torch.Tensor:
     multiplies by logit_scale, Gemma 2/3 soft-cap them, MiniCPM scales the hidden state first.
     (Re-implementing that here missed Granite's division: log-probs off by nats, silently.)"""
     decoder = lm.model.base_model
-    if decoder is lm.model:
+    if decoder is lm.model:  # a base_model_prefix that names no attribute (Llama 4): the usual .model
+        decoder = getattr(lm.model, "model", None)
+    if not isinstance(decoder, nn.Module):
         raise RuntimeError(f"{type(lm.model).__name__}: no base model under the causal LM head")
     with forwards_replaced([decoder], [lambda *_args, **_kwargs: _DecoderOutput(normed)]):
         return lm.model(inputs_embeds=normed, use_cache=False).logits

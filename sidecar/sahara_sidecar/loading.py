@@ -75,8 +75,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 def final_norm(model: nn.Module) -> nn.Module:
     """The norm applied to the residual stream before lm_head (model.model.norm in Llama-like families)."""
-    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model
-    norm = getattr(decoder, "norm", None)
+    norm = getattr(ablation.decoder(model), "norm", None)
     if not isinstance(norm, nn.Module):
         raise LoadError(f"{type(model).__name__}: no final norm found (expected .model.norm)")
     return norm
@@ -122,8 +121,12 @@ def load(name: str, device: str = "auto", dtype: str = "auto") -> LoadedModel:
         raise LoadError(f"cannot load the tokenizer from {name}: {err}") from err
     model.to(torch_device).eval()
     lm = wrap(source, model, tokenizer)
-    from .engine_check import check_engines_agree  # the check runs both engines, which import this module
+    # Checks that run the model (their modules import this one): UA's scaling reaches attention, and
+    # the fast engine agrees with the naive one; a family failing either is refused, not half-served.
+    from .engine_check import check_engines_agree
+    from .query_check import check_query_ablation
 
+    check_query_ablation(lm)
     check_engines_agree(lm)
     return lm
 

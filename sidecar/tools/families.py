@@ -70,6 +70,7 @@ DEFAULT_TYPES = [
     "doge",
     "nemotron",
     "gpt_oss",
+    "llama4_text",
     # vision-language models, served on text prompts through their language model
     "mistral3",
     "llava",

@@ -1,14 +1,16 @@
-"""The check every load runs: the fast engine must agree with the naive engine, or the model is refused."""
+"""The checks every load runs: UA's scaling reaches attention, and the fast engine agrees with the
+naive one; a family that fails either is refused with a message that says which and by how much."""
 
 from __future__ import annotations
 
 import pytest
 import tiny_models
 import torch
-from transformers import GemmaConfig, PaliGemmaConfig, SiglipVisionConfig
+from transformers import GemmaConfig, Llama4TextConfig, PaliGemmaConfig, SiglipVisionConfig
 
 from sahara_sidecar import loading
 from sahara_sidecar.engine_check import check_engines_agree
+from sahara_sidecar.query_check import check_query_ablation
 
 
 def save_paligemma(directory):
@@ -24,10 +26,36 @@ def save_paligemma(directory):
     return directory
 
 
-@pytest.mark.parametrize("family", ["llama", "gemma3_vision", "mistral3_vision"])
+def save_llama4_text(directory):
+    """A tiny Llama 4 (text): its weightless qk_norm normalises queries after the rotary embedding,
+    where the ablation hooks do not act, so UA's scaling never reaches attention."""
+    tokenizer = tiny_models.build_tokenizer()
+    common = tiny_models.common_config(tokenizer)
+    config = Llama4TextConfig(
+        num_key_value_heads=2, head_dim=16, intermediate_size_mlp=128, num_local_experts=2, use_qk_norm=True, **common
+    )
+    torch.manual_seed(0)
+    loading.model_class(config).from_config(config, dtype=torch.float32).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3", "phi3", "gemma3_vision", "mistral3_vision"])
 def test_served_families_pass_with_rounding_only(tiny_lms, family):
     distance, hidden = check_engines_agree(tiny_lms[family])
     assert distance < 1e-5 and hidden < 1e-5
+    assert check_query_ablation(tiny_lms[family]) < 1e-6, (
+        "the named head's query arrives scaled, the others as they were"
+    )
+
+
+def test_queries_normalised_out_of_the_hooks_sight_are_refused(tmp_path):
+    directory = save_llama4_text(tmp_path / "llama4")
+    with pytest.raises(loading.LoadError) as caught:
+        loading.load(str(directory), device="cpu", dtype="float32")
+    message = str(caught.value)
+    assert "model type 'llama4_text' is not supported: UA's query scaling does not reach attention" in message
+    assert "query x 0.5 arrives as x 1" in message
 
 
 def test_vision_language_model_served_through_its_language_model(tiny_lms):
