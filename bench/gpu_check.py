@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT / "sidecar"))
 from sahara_sidecar import ablation, forward, loading  # noqa: E402
 from sahara_sidecar.ablation import AblationSpec  # noqa: E402
 from sahara_sidecar.engine_check import check_engines_agree  # noqa: E402
+from sahara_sidecar.query_check import check_query_ablation  # noqa: E402
 from sahara_sidecar.engines import run_forward  # noqa: E402
 from sahara_sidecar.generate import GREEDY, generate  # noqa: E402
 from sahara_sidecar.prompts import encode  # noqa: E402
@@ -173,11 +174,22 @@ def random_7b(tokenizer: object) -> loading.LoadedModel:
         model = LlamaForCausalLM(config).to(loading.DTYPES[DTYPE]).eval()
     report("llama7b", build_seconds=round(time.perf_counter() - start, 1))
     lm = loading.wrap("random-llama-2-7b-shaped", model, tokenizer)
-    try:  # the check every load runs (sidecar/sahara_sidecar/engine_check.py), here in bf16 on 32 layers
+    try:  # the checks every load runs (engine_check.py, query_check.py), here in bf16 on 32 layers
+        start = time.perf_counter()
+        query = check_query_ablation(lm)
         distance, hidden = check_engines_agree(lm)
-        report("llama7b_engine_check", max_total_variation=f"{distance:.2e}", max_hidden_rel_diff=f"{hidden:.2e}")
+        report(
+            "llama7b_load_checks",
+            query_deviation=query,
+            max_total_variation=f"{distance:.2e}",
+            max_hidden_rel_diff=f"{hidden:.2e}",
+            seconds=round(time.perf_counter() - start, 2),
+        )
     except loading.LoadError as err:
-        report("llama7b_engine_check", refused=str(err))
+        report("llama7b_load_checks", refused=str(err))
+    start = time.perf_counter()
+    fingerprint = lm.fingerprint  # the first Describe's pass over the weights
+    report("llama7b", fingerprint_seconds=round(time.perf_counter() - start, 2), fingerprint=fingerprint[:12])
     return lm
 
 
