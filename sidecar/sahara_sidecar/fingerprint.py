@@ -31,8 +31,11 @@ def model_fingerprint(model: nn.Module, tokenizer: object) -> str:
     that the order of a device's reductions does not matter), the config (without paths and
     versions) and the tokenizer (vocabulary and merges, special tokens, chat template)."""
     digest = hashlib.sha256()
+    moments: dict[int, tuple[float, float]] = {}  # a tied tensor (embeddings = lm_head) is read once
     for name, parameter in model.named_parameters(remove_duplicate=False):
-        total, squares = parameter_moments(parameter)
+        if id(parameter) not in moments:
+            moments[id(parameter)] = parameter_moments(parameter)
+        total, squares = moments[id(parameter)]
         digest.update(f"{name} {tuple(parameter.shape)} {parameter.dtype} {total:.12g} {squares:.12g}\n".encode())
     config = {k: v for k, v in model.config.to_dict().items() if not k.startswith("_") and k != "transformers_version"}
     digest.update(json.dumps(config, sort_keys=True, default=str).encode())
