@@ -32,8 +32,7 @@ sys.path.insert(0, str(ROOT / "sidecar"))
 
 from sahara_sidecar import ablation, forward, loading  # noqa: E402
 from sahara_sidecar.ablation import AblationSpec  # noqa: E402
-from sahara_sidecar.engine_check import check_engines_agree  # noqa: E402
-from sahara_sidecar.query_check import check_query_ablation  # noqa: E402
+from sahara_sidecar.load_checks import check_engines_agree, check_query_ablation  # noqa: E402
 from sahara_sidecar.engines import run_forward  # noqa: E402
 from sahara_sidecar.generate import GREEDY, generate  # noqa: E402
 from sahara_sidecar.prompts import encode  # noqa: E402
@@ -174,7 +173,7 @@ def random_7b(tokenizer: object) -> loading.LoadedModel:
         model = LlamaForCausalLM(config).to(loading.DTYPES[DTYPE]).eval()
     report("llama7b", build_seconds=round(time.perf_counter() - start, 1))
     lm = loading.wrap("random-llama-2-7b-shaped", model, tokenizer)
-    try:  # the checks every load runs (engine_check.py, query_check.py), here in bf16 on 32 layers
+    try:  # the checks every load runs (load_checks.py), here in bf16 on 32 layers
         start = time.perf_counter()
         query = check_query_ablation(lm)
         distance, hidden = check_engines_agree(lm)

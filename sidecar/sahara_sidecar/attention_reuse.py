@@ -27,10 +27,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from .ablation import AblationSpec
-from .module_patches import forwards_replaced
+from .module_patches import attention_function_replaced, forwards_replaced
 
 WRAPPED_IMPLEMENTATION = "sdpa"
 INPUT_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "qkv_proj")  # qkv_proj: fused (Phi-3)
@@ -121,29 +120,28 @@ def planned_attention(model: nn.Module) -> Iterator[dict[nn.Module, LayerPlan] |
         yield None
         return
     plans: dict[nn.Module, LayerPlan] = {}
-    original = ALL_ATTENTION_FUNCTIONS[WRAPPED_IMPLEMENTATION]
 
-    def attention(module, query, key, value, attention_mask, *args, **kwargs):
-        plan = plans.get(module)
-        if plan is None or args or kwargs.get("position_bias") is not None:
-            return original(module, query, key, value, attention_mask, *args, **kwargs)
-        width = query.shape[2]
-        if plan.last_query_only:
-            query = query[:, :, -1:]
-            attention_mask = None if attention_mask is None else attention_mask[..., -1:, :]
-        if plan.reuse is None:
-            out, _ = original(module, query, key, value, attention_mask, **kwargs)
-        else:
-            out = _reused(original, plan.reuse, module, query, key, value, attention_mask, **kwargs)
-        if plan.last_query_only:  # the module reshapes [rows, T, heads * d_h]; only the last position is read
-            out = out.expand(out.shape[0], width, *out.shape[2:])
-        return out, None
+    def planned(original: Callable) -> Callable:
+        def attention(module, query, key, value, attention_mask, *args, **kwargs):
+            plan = plans.get(module)
+            if plan is None or args or kwargs.get("position_bias") is not None:
+                return original(module, query, key, value, attention_mask, *args, **kwargs)
+            width = query.shape[2]
+            if plan.last_query_only:
+                query = query[:, :, -1:]
+                attention_mask = None if attention_mask is None else attention_mask[..., -1:, :]
+            if plan.reuse is None:
+                out, _ = original(module, query, key, value, attention_mask, **kwargs)
+            else:
+                out = _reused(original, plan.reuse, module, query, key, value, attention_mask, **kwargs)
+            if plan.last_query_only:  # the module reshapes [rows, T, heads * d_h]; only the last position is read
+                out = out.expand(out.shape[0], width, *out.shape[2:])
+            return out, None
 
-    ALL_ATTENTION_FUNCTIONS[WRAPPED_IMPLEMENTATION] = attention  # a local override of the shared interface
-    try:
+        return attention
+
+    with attention_function_replaced(WRAPPED_IMPLEMENTATION, planned):  # every model's, until the block ends
         yield plans
-    finally:
-        ALL_ATTENTION_FUNCTIONS[WRAPPED_IMPLEMENTATION] = original
 
 
 def reusable_projections(attention: nn.Module) -> list[nn.Linear]:

@@ -123,8 +123,7 @@ def load(name: str, device: str = "auto", dtype: str = "auto") -> LoadedModel:
     lm = wrap(source, model, tokenizer)
     # Checks that run the model (their modules import this one): UA's scaling reaches attention, and
     # the fast engine agrees with the naive one; a family failing either is refused, not half-served.
-    from .engine_check import check_engines_agree
-    from .query_check import check_query_ablation
+    from .load_checks import check_engines_agree, check_query_ablation
 
     check_query_ablation(lm)
     check_engines_agree(lm)
@@ -156,11 +155,17 @@ def check_structure(name: str, model: nn.Module) -> None:
         final_norm(model)
         ablation.query_layout(model)  # measured here (a short forward), not in the first request
     except (ablation.AblationError, LoadError) as err:
-        raise LoadError(
-            f"{name}: model type {model.config.model_type!r} is not supported: {err}. "
-            "The sidecar needs decoder layers (.model.layers) whose self_attn has q_proj (or a fused qkv_proj) "
-            "and o_proj, and .model.norm"
+        raise unsupported(
+            name,
+            model,
+            f"{err}. The sidecar needs decoder layers (.model.layers) whose self_attn has q_proj (or a fused "
+            "qkv_proj) and o_proj, and .model.norm",
         ) from err
+
+
+def unsupported(name: str, model: nn.Module, reason: str) -> LoadError:
+    """The refusal of a model whose family the sidecar cannot serve, and why."""
+    return LoadError(f"{name}: model type {model.config.model_type!r} is not supported: {reason}")
 
 
 def wrap(name: str, model: nn.Module, tokenizer: object) -> LoadedModel:

@@ -1,9 +1,11 @@
-"""Temporary forward overrides of model modules, restored on exit.
+"""Temporary overrides of model code, restored on exit.
 
-`forwards_replaced` is the mechanism; `mlps_in_chunks` uses it to run every decoder MLP on
-slices of its batch. An MLP is position-wise, so slicing the rows changes nothing but how much
-of the batch's [tokens, intermediate] activations is live at once: on a CPU a slice of ~512
-tokens keeps them in the core's cache, and the MLP's matmuls run ~1.3-1.6x faster than on the
+`forwards_replaced` replaces modules' forwards, `attention_function_replaced` one of transformers'
+shared attention functions (the one every attention module calls after its projections).
+`mlps_in_chunks` uses the first to run every decoder MLP on slices of its batch. An MLP is
+position-wise, so slicing the rows changes nothing but how much of the batch's [tokens,
+intermediate] activations is live at once: on a CPU a slice of ~512 tokens keeps them in the
+core's cache, and the MLP's matmuls run ~1.3-1.6x faster than on the
 whole batch (docs/PERFORMANCE.md). A GPU wants the opposite, so there the MLP runs whole.
 """
 
@@ -34,6 +36,20 @@ def forwards_replaced(modules: Sequence[nn.Module], forwards: Sequence[Callable]
                 del module.forward
             else:
                 module.forward = forward
+
+
+@contextmanager
+def attention_function_replaced(implementation: str, make: Callable[[Callable], Callable]) -> Iterator[None]:
+    """transformers' attention function `implementation` ("sdpa", ...) is make(original) inside the
+    block, for every model in the process; the original is put back on exit, also on error."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    original = ALL_ATTENTION_FUNCTIONS[implementation]
+    ALL_ATTENTION_FUNCTIONS[implementation] = make(original)
+    try:
+        yield
+    finally:
+        ALL_ATTENTION_FUNCTIONS[implementation] = original
 
 
 def in_row_slices(forward: Callable[..., object], tokens: int) -> Callable[..., object]:

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import pytest
 import tiny_models
-import torch
 from transformers import GemmaConfig, Llama4TextConfig, PaliGemmaConfig, SiglipVisionConfig
 
 from sahara_sidecar import loading
-from sahara_sidecar.engine_check import check_engines_agree
-from sahara_sidecar.query_check import check_query_ablation
+from sahara_sidecar.load_checks import check_engines_agree, check_query_ablation
 
 
 def save_paligemma(directory):
@@ -20,10 +18,7 @@ def save_paligemma(directory):
     text = GemmaConfig(num_key_value_heads=2, head_dim=16, **tiny_models.common_config(tokenizer))
     vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
     config = PaliGemmaConfig(text_config=text.to_dict(), vision_config=vision.to_dict())
-    torch.manual_seed(0)
-    loading.model_class(config).from_config(config, dtype=torch.float32).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    return tiny_models.save_from_config(config, tokenizer, directory)
 
 
 def save_llama4_text(directory):
@@ -34,10 +29,7 @@ def save_llama4_text(directory):
     config = Llama4TextConfig(
         num_key_value_heads=2, head_dim=16, intermediate_size_mlp=128, num_local_experts=2, use_qk_norm=True, **common
     )
-    torch.manual_seed(0)
-    loading.model_class(config).from_config(config, dtype=torch.float32).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    return tiny_models.save_from_config(config, tokenizer, directory)
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3", "phi3", "gemma3_vision", "mistral3_vision"])
@@ -49,11 +41,15 @@ def test_served_families_pass_with_rounding_only(tiny_lms, family):
     )
 
 
-def test_queries_normalised_out_of_the_hooks_sight_are_refused(tmp_path):
-    directory = save_llama4_text(tmp_path / "llama4")
+def refusal(directory) -> str:
+    """The LoadError message of loading this model the way the sidecar does."""
     with pytest.raises(loading.LoadError) as caught:
         loading.load(str(directory), device="cpu", dtype="float32")
-    message = str(caught.value)
+    return str(caught.value)
+
+
+def test_queries_normalised_out_of_the_hooks_sight_are_refused(tmp_path):
+    message = refusal(save_llama4_text(tmp_path / "llama4"))
     assert "model type 'llama4_text' is not supported: UA's query scaling does not reach attention" in message
     assert "query x 0.5 arrives as x 1" in message
 
@@ -65,10 +61,7 @@ def test_vision_language_model_served_through_its_language_model(tiny_lms):
 
 
 def test_disagreeing_family_is_refused_at_load(tmp_path):
-    directory = save_paligemma(tmp_path / "paligemma")
-    with pytest.raises(loading.LoadError) as caught:
-        loading.load(str(directory), device="cpu", dtype="float32")
-    message = str(caught.value)
+    message = refusal(save_paligemma(tmp_path / "paligemma"))
     assert "model type 'paligemma' is not supported" in message
     assert "differ from the naive engine's by" in message and "probe prompt 1" in message
 

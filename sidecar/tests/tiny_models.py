@@ -144,6 +144,15 @@ def build_model(family: str, tokenizer: PreTrainedTokenizerFast, seed: int = 0) 
     return model.eval()
 
 
+def save_from_config(config, tokenizer: PreTrainedTokenizerFast, directory: Path, seed: int = 0) -> Path:
+    """A seeded random float32 model of any config (causal LM or vision-language) and the tokenizer,
+    saved where from_pretrained reads them."""
+    torch.manual_seed(seed)
+    model_class(config).from_config(config, dtype=torch.float32).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
 def save(family: str, directory: Path, chat_template: str | None = None, seed: int = 0) -> Path:
     tokenizer = build_tokenizer(chat_template)
     model = build_model(family, tokenizer, seed)

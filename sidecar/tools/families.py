@@ -26,7 +26,7 @@ SIDECAR = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(SIDECAR), str(SIDECAR / "tests")]
 
 from references import uniform_causal, weight_surgery  # noqa: E402
-from tiny_models import build_tokenizer, common_config  # noqa: E402
+from tiny_models import build_tokenizer, common_config, save_from_config  # noqa: E402
 from transformers import AutoConfig  # noqa: E402
 
 from sahara_sidecar.ablation import AblationSpec, ablated  # noqa: E402
@@ -110,9 +110,7 @@ def tiny_model(model_type: str, directory: Path) -> None:
         for where in (config, config.get_text_config()):
             if getattr(where, knob, None) is not None:
                 setattr(where, knob, value)
-    torch.manual_seed(0)
-    model_class(config).from_config(config, dtype=torch.float32).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
+    save_from_config(config, tokenizer, directory)
 
 
 def targeting_error(directory: Path) -> float:
