@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from .ablation import AblationSpec
 from .fast import fast_rows
 from .forward import BatchResult, forward_rows
+from .host_buffers import HostBuffers
 from .loading import LoadedModel
 from .memory import activation_bytes_per_row, budget_bytes, plan_batch_rows
 from .naive import naive_rows
@@ -32,10 +33,12 @@ def run_forward(
     max_batch_rows: int = 0,
     memory_budget_gib: float = 0.0,
     stats: ForwardStats | None = None,
+    output_buffers: HostBuffers | None = None,
 ) -> Iterator[BatchResult]:
     """Every (prompt, spec) row in row order (r = n*M + m), in batches; `stats` is filled as they run.
 
     max_batch_rows > 0 caps the rows of one forward; memory_budget_gib 0 = auto (memory.py).
+    `output_buffers`: where the fast engine puts its blocks' results (fast_rows).
     """
     stats = stats if stats is not None else ForwardStats()
     if engine == "fast":
@@ -48,6 +51,7 @@ def run_forward(
             max_batch_rows=max_batch_rows,
             memory_budget_gib=memory_budget_gib,
             stats=stats,
+            output_buffers=output_buffers,
         )
     if engine == "naive":
         return naive_rows(lm, prompt_ids, specs, want_logprobs=want_logprobs, want_hidden=want_hidden, stats=stats)

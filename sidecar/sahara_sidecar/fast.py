@@ -47,6 +47,7 @@ from torch import nn
 from .ablation import AblationSpec, ablated, attention_modules, decoder_layers
 from .attention_reuse import LayerPlan, StartReuse, plan_start_reuse, planned_attention, projections_reused
 from .forward import BatchResult, forward_rows, last_position_logits
+from .host_buffers import HostBuffers
 from .loading import LoadedModel
 from .memory import activation_bytes_per_row, budget_bytes, plan_batch_rows, run_in_batches
 from .module_patches import forwards_replaced, mlps_in_chunks
@@ -424,8 +425,10 @@ class FastEngine:
         memory_budget_gib: float,
         stats: ForwardStats,
         cost: ModelCost | None = None,
+        output_buffers: HostBuffers | None = None,
     ) -> None:
         self.lm = lm
+        self.output_buffers = output_buffers
         self.prompt_ids = prompt_ids
         self.specs = specs
         self.want_logprobs = want_logprobs
@@ -489,8 +492,9 @@ class FastEngine:
 
     def run_block(self, block: Sequence[int]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         m_count, cost = len(self.specs), self.cost
-        out_lp = torch.empty(len(block) * m_count, cost.vocab_size) if self.want_logprobs else None
-        out_hid = torch.empty(len(block) * m_count, cost.hidden_size) if self.want_hidden else None
+        rows = len(block) * m_count
+        out_lp = self.output_block(rows, cost.vocab_size) if self.want_logprobs else None
+        out_hid = self.output_block(rows, cost.hidden_size) if self.want_hidden else None
 
         def store(rows: list[int], logprobs: torch.Tensor | None, hidden: torch.Tensor | None) -> None:
             if out_lp is not None:
@@ -502,6 +506,9 @@ class FastEngine:
             self.run_bucket([block[b] for b in bucket], [b * m_count for b in bucket], store)
         self.stats.rows += len(block) * m_count
         return out_lp, out_hid
+
+    def output_block(self, rows: int, width: int) -> torch.Tensor:
+        return self.output_buffers.take(rows, width) if self.output_buffers else torch.empty(rows, width)
 
     def run_bucket(self, prompts: list[int], bases: list[int], store) -> None:
         """Per base: its rows and every row resumed from it; results go to
@@ -576,8 +583,12 @@ def fast_rows(
     max_batch_rows: int = 0,
     memory_budget_gib: float = 0.0,
     stats: ForwardStats | None = None,
+    output_buffers: HostBuffers | None = None,
 ) -> Iterator[BatchResult]:
     """Every (prompt, spec) row, block by block, in row order (see the module docstring).
+
+    With `output_buffers`, each block's tensors are taken from there (the caller gives them back
+    when it has read them; host_buffers.py); else they are new.
 
     Attention kernels whose masks are not plain tensors (flash, flex) cannot be replayed by row;
     there every row runs the whole model (forward.forward_rows), still many specs per forward.
@@ -606,5 +617,6 @@ def fast_rows(
         max_batch_rows=max_batch_rows,
         memory_budget_gib=memory_budget_gib,
         stats=stats,
+        output_buffers=output_buffers,
     )
     yield from engine.rows()

@@ -27,19 +27,22 @@ from typing import TypeVar
 import grpc
 import torch
 import transformers
+from google.protobuf import message_factory
 
 from . import __version__, loading
 from .ablation import AblationError, AblationSpec, validate_spec
 from .attribution import attribute
 from .engines import run_forward
+from .fast import OUTPUT_BUFFER_BYTES
 from .generate import DEFAULT_MAX_NEW_TOKENS, Sampling, generate
+from .host_buffers import HostBuffers
 from .memory import ResourceExhausted
 from .peak import measure_peak
 from .prompts import PromptError, encode
 from .protos import health_pb2, health_pb2_grpc, sahara_pb2, sahara_pb2_grpc
 from .security import MIB, RequestGate, Security, core_receive_limit
 from .stats import ForwardStats
-from .tensors import ChunkWriter, Piece
+from .tensors import ChunkWriter, serialize_response
 
 log = logging.getLogger("sahara_sidecar")
 
@@ -49,6 +52,9 @@ GENERATE_BATCH_ROWS = 64  # Generate's batch when neither the request nor the se
 MAX_MESSAGE_BYTES = 64 << 20
 MAX_PEAK_SIZE = 16384
 MAX_PEAK_SECONDS = 60.0
+
+# What Forward and Attribute stream: header and stats as messages, chunks already encoded.
+ForwardPart = sahara_pb2.ForwardResponse | bytes
 
 _METHODS = {
     sahara_pb2.ABLATION_METHOD_UA: "ua",
@@ -229,15 +235,15 @@ class AblationService(sahara_pb2_grpc.AblationServiceServicer):
         self.default_max_batch_rows = default_max_batch_rows  # 0 = no cap
         self.default_memory_budget_gib = default_memory_budget_gib  # 0 = auto
         self.model_thread = ModelThread()
+        # Two full blocks: the blocks of the two requests the CLI keeps in flight (host_buffers.py).
+        self.output_buffers = HostBuffers(max_free_bytes=2 * OUTPUT_BUFFER_BYTES)
 
     def Describe(
         self, request: sahara_pb2.DescribeRequest, context: grpc.ServicerContext
     ) -> sahara_pb2.DescribeResponse:
         return self._guard(context, lambda: describe(self.lm))
 
-    def Forward(
-        self, request: sahara_pb2.ForwardRequest, context: grpc.ServicerContext
-    ) -> Iterator[sahara_pb2.ForwardResponse]:
+    def Forward(self, request: sahara_pb2.ForwardRequest, context: grpc.ServicerContext) -> Iterator[ForwardPart]:
         return self._guard_stream(context, lambda: self._forward(request))
 
     def Generate(
@@ -245,9 +251,7 @@ class AblationService(sahara_pb2_grpc.AblationServiceServicer):
     ) -> Iterator[sahara_pb2.GenerateResponse]:
         return self._guard_stream(context, lambda: self._generate(request))
 
-    def Attribute(
-        self, request: sahara_pb2.AttributeRequest, context: grpc.ServicerContext
-    ) -> Iterator[sahara_pb2.ForwardResponse]:
+    def Attribute(self, request: sahara_pb2.AttributeRequest, context: grpc.ServicerContext) -> Iterator[ForwardPart]:
         return self._guard_stream(context, lambda: self._attribute(request))
 
     def MeasurePeak(
@@ -265,7 +269,7 @@ class AblationService(sahara_pb2_grpc.AblationServiceServicer):
         ids = encode_prompts(list(request.prompts), request.template, self.lm, self.limits)
         return sahara_pb2.CountTokensResponse(prompt_tokens=[len(row) for row in ids])
 
-    def _forward(self, request: sahara_pb2.ForwardRequest) -> Iterator[sahara_pb2.ForwardResponse]:
+    def _forward(self, request: sahara_pb2.ForwardRequest) -> Iterator[ForwardPart]:
         lm = self.lm
         prompt_ids = encode_prompts(list(request.prompts), request.template, lm, self.limits)
         if not request.specs:
@@ -306,16 +310,18 @@ class AblationService(sahara_pb2_grpc.AblationServiceServicer):
             max_batch_rows=request.max_batch_rows or self.default_max_batch_rows,
             memory_budget_gib=budget,
             stats=stats,
+            output_buffers=self.output_buffers,
         )
         for batch in self.model_thread.steps(batches, last=lambda b: b.rows.stop == n * m):
             for name, tensor in (("logprobs", batch.logprobs), ("hidden", batch.hidden)):
                 if tensor is not None:
-                    yield from _chunks(writers[name].write(tensor))
+                    yield from writers[name].write(tensor)
+                    self.output_buffers.give(tensor)  # copied into the chunks just sent: the next block may use it
         for writer in writers.values():
-            yield from _chunks(writer.flush())
+            yield from writer.flush()
         yield _stats(stats)
 
-    def _attribute(self, request: sahara_pb2.AttributeRequest) -> Iterator[sahara_pb2.ForwardResponse]:
+    def _attribute(self, request: sahara_pb2.AttributeRequest) -> Iterator[ForwardPart]:
         lm = self.lm
         prompt_ids = encode_prompts(list(request.prompts), request.template, lm, self.limits)
         method = to_attribution_method(request.method)
@@ -342,8 +348,8 @@ class AblationService(sahara_pb2_grpc.AblationServiceServicer):
             stats=stats,
         )
         for batch in self.model_thread.steps(batches, last=lambda b: b.prompts.stop == len(prompt_ids)):
-            yield from _chunks(writer.write(batch.attribution))
-        yield from _chunks(writer.flush())
+            yield from writer.write(batch.attribution)
+        yield from writer.flush()
         yield _stats(stats)
 
     def _measure_peak(self, request: sahara_pb2.MeasurePeakRequest) -> sahara_pb2.MeasurePeakResponse:
@@ -412,13 +418,6 @@ class AblationService(sahara_pb2_grpc.AblationServiceServicer):
         except Exception as err:
             log.exception("request failed")
             context.abort(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}")
-
-
-def _chunks(pieces: list[Piece]) -> Iterator[sahara_pb2.ForwardResponse]:
-    for piece in pieces:
-        yield sahara_pb2.ForwardResponse(
-            chunk=sahara_pb2.TensorChunk(name=piece.name, offset=piece.offset, data=piece.data)
-        )
 
 
 def _stats(stats: ForwardStats) -> sahara_pb2.ForwardResponse:
@@ -490,6 +489,23 @@ class HealthService(health_pb2_grpc.HealthServicer):
         yield health_pb2.HealthCheckResponse(status=self.status)
 
 
+def service_handler(service: AblationService) -> grpc.GenericRpcHandler:
+    """The ablation service's methods, as the generated add_AblationServiceServicer_to_server
+    registers them but with `serialize_response`, so that streams may carry encoded chunks."""
+    descriptor = sahara_pb2.DESCRIPTOR.services_by_name["AblationService"]
+    handlers = {}
+    for method in descriptor.methods:
+        handler = (
+            grpc.unary_stream_rpc_method_handler if method.server_streaming else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[method.name] = handler(
+            getattr(service, method.name),
+            request_deserializer=message_factory.GetMessageClass(method.input_type).FromString,
+            response_serializer=serialize_response,
+        )
+    return grpc.method_handlers_generic_handler(descriptor.full_name, handlers)
+
+
 def build_server(
     lm: loading.LoadedModel,
     host: str = "127.0.0.1",
@@ -513,9 +529,7 @@ def build_server(
     gate = RequestGate(security.token, limits.max_request_bytes)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=options, interceptors=[gate])
     health = HealthService()
-    sahara_pb2_grpc.add_AblationServiceServicer_to_server(
-        AblationService(lm, max_batch_rows, memory_budget_gib, limits), server
-    )
+    server.add_generic_rpc_handlers((service_handler(AblationService(lm, max_batch_rows, memory_budget_gib, limits)),))
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     if security.tls:

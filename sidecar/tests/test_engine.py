@@ -8,8 +8,10 @@ import torch
 from sahara_sidecar.ablation import AblationSpec
 from sahara_sidecar.forward import forward_rows
 from sahara_sidecar.generate import Sampling, eos_token_ids, generate
+from sahara_sidecar.host_buffers import HostBuffers
 from sahara_sidecar.prompts import PromptError, encode, left_pad, render
-from sahara_sidecar.tensors import ChunkWriter, from_bytes
+from sahara_sidecar.protos import sahara_pb2
+from sahara_sidecar.tensors import ChunkWriter, encode_chunk_response, from_bytes, serialize_response
 
 PROMPTS = ["Hi", "How do I bake bread at home?", "Tell me how to build a birdhouse from scrap wood, step by step."]
 SPECS = [AblationSpec(), AblationSpec(((0, 1), (2, 3)), "ua", 1e-5), AblationSpec(((1, 0),), "sc", 0.0)]
@@ -62,11 +64,19 @@ def test_padded_batches_equal_unpadded_single_prompts(tiny_lms, family):
                 torch.testing.assert_close(hidden[n, m], ref_hidden, atol=1e-5, rtol=0)
 
 
+def chunks_of(responses: list[bytes]) -> list[sahara_pb2.TensorChunk]:
+    """The ChunkWriter's encoded responses, parsed by protobuf itself."""
+    parsed = [sahara_pb2.ForwardResponse.FromString(raw) for raw in responses]
+    assert all(message.WhichOneof("part") == "chunk" for message in parsed)
+    return [message.chunk for message in parsed]
+
+
 def test_chunk_writer_reassembles():
     tensor = torch.randn(7, 33)
     writer = ChunkWriter("t", chunk_bytes=100)
-    pieces = [*writer.write(tensor[:3]), *writer.write(tensor[3:]), *writer.flush()]
+    pieces = chunks_of([*writer.write(tensor[:3]), *writer.write(tensor[3:]), *writer.flush()])
     assert all(len(p.data) == 100 for p in pieces[:-1]) and 0 < len(pieces[-1].data) <= 100
+    assert {p.name for p in pieces} == {"t"}
     buffer = bytearray(7 * 33 * 4)
     for piece in pieces:
         buffer[piece.offset : piece.offset + len(piece.data)] = piece.data
@@ -74,13 +84,58 @@ def test_chunk_writer_reassembles():
     # writes smaller than a chunk, exactly a chunk, and many chunks at once
     for sizes in ((1, 1, 1, 4), (5, 2), (7,)):
         writer = ChunkWriter("t", chunk_bytes=132)
-        pieces, at = [], 0
+        responses, at = [], 0
         for n in sizes:
-            pieces += writer.write(tensor[at : at + n])
+            responses += writer.write(tensor[at : at + n])
             at += n
-        pieces += writer.flush()
+        pieces = chunks_of(responses + writer.flush())
         assert [p.offset for p in pieces] == list(range(0, 7 * 33 * 4, 132))
         assert b"".join(p.data for p in pieces) == tensor.numpy().astype("<f4").tobytes()
+
+
+@pytest.mark.parametrize(
+    ("name", "offset", "size"),
+    [("logprobs", 0, 1 << 20), ("hidden", 1 << 20, 7), ("é", 2**40 + 3, 1), ("x", 127, 128), ("", 0, 0), ("t", 5, 0)],
+)
+def test_encoded_chunk_is_protobufs_own_encoding(name, offset, size):
+    """The hand-written encoding is byte for byte what protobuf writes (defaults left out, varints
+    of every length), its data given in one part or several."""
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    expected = sahara_pb2.ForwardResponse(
+        chunk=sahara_pb2.TensorChunk(name=name, offset=offset, data=data)
+    ).SerializeToString()
+    assert encode_chunk_response(name, offset, data) == expected
+    assert encode_chunk_response(name, offset, data[:3], memoryview(data)[3:]) == expected
+
+
+def test_serialize_response_passes_encoded_chunks_through():
+    header = sahara_pb2.ForwardResponse(header=sahara_pb2.ForwardHeader(prompt_tokens=[3]))
+    assert serialize_response(header) == header.SerializeToString()
+    encoded = encode_chunk_response("t", 8, b"abcd")
+    assert serialize_response(encoded) is encoded
+
+
+def test_host_buffers_lend_reuse_and_forget():
+    pool = HostBuffers(max_free_bytes=1000 * 4)
+    block = pool.take(10, 30)
+    block.fill_(1.0)
+    address = block.data_ptr()
+    pool.give(block)
+    assert pool.held_bytes() == 300 * 4
+    again = pool.take(10, 20)  # smaller, at least half: the same memory
+    assert again.data_ptr() == address and again.shape == (10, 20) and pool.held_bytes() == 0
+    assert pool.take(10, 10).data_ptr() != address  # lent out: not handed out twice
+    pool.give(again)
+    assert pool.take(5, 10).data_ptr() != address  # under half the free buffer: a new one
+    assert pool.take(20, 30).data_ptr() != address  # larger than any free buffer
+    pool.give(torch.empty(40, 30))  # not lent by the pool: ignored
+    assert pool.held_bytes() == 300 * 4
+    big = [pool.take(25, 40) for _ in range(3)]
+    for tensor in big:
+        pool.give(tensor)
+    assert pool.held_bytes() <= 1000 * 4  # the oldest dropped over the cap
+    pool.give(big[-1])  # a second give: ignored
+    assert pool.held_bytes() <= 1000 * 4
 
 
 def test_generate_greedy_is_deterministic_and_batch_independent(tiny_lms):

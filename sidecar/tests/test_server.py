@@ -223,6 +223,33 @@ def test_large_tensor_streams_in_chunks(stub):
     np.testing.assert_array_equal(tensors["logprobs"][:, :12], tensors["logprobs"][:, 12:24])
 
 
+def test_concurrent_forwards_share_no_output_memory(stub):
+    """Requests in flight together, each block's host buffer given back for the next (host_buffers.py):
+    every result is what the same request gave alone."""
+    requests = [
+        dict(
+            prompts=PROMPTS[i:] + PROMPTS[:i], specs=[spec(), spec([(0, i), (1, 3 - i)], SC, 0.0)], return_logprobs=True
+        )
+        for i in range(3)
+    ]
+    alone = [forward(stub, **request)[1]["logprobs"] for request in requests]
+    failures: list[str] = []
+
+    def repeat(i: int) -> None:
+        for _ in range(6):
+            got = forward(stub, **requests[i])[1]["logprobs"]
+            if not np.array_equal(got, alone[i]):
+                failures.append(f"request {i}: differs by {np.abs(got - alone[i]).max()}")
+
+    threads = [threading.Thread(target=repeat, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    assert not np.array_equal(alone[0], alone[1])
+
+
 def test_invalid_requests_then_still_serving(stub):
     ok = dict(prompts=PROMPTS, specs=[spec()], return_logprobs=True)
 

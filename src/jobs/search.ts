@@ -462,6 +462,7 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
         const tensor = result.tensors.get(kind)
         checkTensor(sidecar.endpoint, kind, tensor, [part.length, 1, width])
         out.set(tensor!.data, start * width)
+        sidecar.recycle(result)
       }),
     )
     return out
@@ -494,6 +495,7 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
 
         const ts = performance.now()
         const scores = scoreBatch(batch, results, sidecar.endpoint)
+        for (const {result} of results) sidecar.recycle(result)
         s.scoreMs += performance.now() - ts
         return scores.map(encodeFloat)
       },

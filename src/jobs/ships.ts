@@ -285,6 +285,7 @@ export async function runShips(
         const tk = performance.now()
         if (!(logprobs.data instanceof Float32Array)) throw new Error(`Forward on ${sidecar.endpoint}: tensor logprobs must be float32`)
         const scored = await klThreads.score(logprobs.data, chunk.length, nSpecs, facts.vocabSize, options)
+        sidecar.recycle(result) // scored: its memory takes the next request's log-probs
         const kl = chunk.map((_, q) => Array.from(scored.subarray(q * group.length, (q + 1) * group.length), encodeFloat))
         klMs += performance.now() - tk
         context.progress?.(++done, nRequests, `requests (${range})`)

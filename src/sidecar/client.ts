@@ -29,6 +29,7 @@ import {
   type TensorHeader,
 } from '../gen/sahara/v1/sahara.js'
 import {type SidecarCredentials, grpcCredentials} from './credentials.js'
+import {TensorBuffers} from './tensor-buffers.js'
 
 export {AblationMethod, DType, Engine, PromptTemplate} from '../gen/sahara/v1/sahara.js'
 export type {
@@ -100,9 +101,12 @@ export function toSidecarError(error: unknown, call: string, endpoint: string): 
 
 /** Reassemble one Forward stream (header first, then chunks) into typed arrays. */
 export class TensorAssembler {
+  /** `buffers`: where tensors' memory comes from (recycled across requests); fresh memory without it. */
+  constructor(private readonly buffers?: TensorBuffers) {}
+
   private header: {tensors: TensorHeader[]; promptTokens: number[]} | undefined
   private stats: ForwardStats | undefined
-  private readonly buffers = new Map<string, {header: TensorHeader; bytes: Uint8Array; spans: [number, number][]}>()
+  private readonly tensorBytes = new Map<string, {header: TensorHeader; bytes: Uint8Array; spans: [number, number][]}>()
 
   add(message: ForwardResponse): void {
     if (message.header) {
@@ -119,9 +123,10 @@ export class TensorAssembler {
           )
         }
 
-        if (this.buffers.has(t.name)) throw new SidecarError(`Forward stream: tensor ${t.name} declared twice`, 'PROTOCOL')
+        if (this.tensorBytes.has(t.name)) throw new SidecarError(`Forward stream: tensor ${t.name} declared twice`, 'PROTOCOL')
         // Shared memory: KL worker threads read a tensor where it lies (src/orchestration/kl-threads.ts)
-        this.buffers.set(t.name, {header: t, bytes: new Uint8Array(new SharedArrayBuffer(t.byteLength)), spans: []})
+        const bytes = this.buffers ? this.buffers.take(t.byteLength) : new Uint8Array(new SharedArrayBuffer(t.byteLength))
+        this.tensorBytes.set(t.name, {header: t, bytes, spans: []})
       }
 
       return
@@ -136,7 +141,7 @@ export class TensorAssembler {
     const chunk = message.chunk
     if (!chunk) throw new SidecarError('Forward stream: a message with neither header, chunk nor stats', 'PROTOCOL')
     if (!this.header) throw new SidecarError('Forward stream: a chunk before the header', 'PROTOCOL')
-    const target = this.buffers.get(chunk.name)
+    const target = this.tensorBytes.get(chunk.name)
     if (!target) throw new SidecarError(`Forward stream: a chunk of undeclared tensor ${JSON.stringify(chunk.name)}`, 'PROTOCOL')
     const end = chunk.offset + chunk.data.length
     if (end > target.header.byteLength) {
@@ -153,7 +158,7 @@ export class TensorAssembler {
   finish(): ForwardResult {
     if (!this.header) throw new SidecarError('Forward stream ended without a header', 'PROTOCOL')
     const tensors = new Map<string, Tensor>()
-    for (const [name, {header, bytes, spans}] of this.buffers) {
+    for (const [name, {header, bytes, spans}] of this.tensorBytes) {
       spans.sort((a, b) => a[0] - b[0])
       let covered = 0
       for (const [start, end] of spans) {
@@ -171,7 +176,9 @@ export class TensorAssembler {
         throw new SidecarError(`Forward stream: tensor ${name}: got ${covered} of ${header.byteLength} bytes`, 'PROTOCOL')
       }
 
-      tensors.set(name, {name, dtype: header.dtype, shape: header.shape, data: decodeLittleEndian(bytes, header.dtype)})
+      const tensor = {name, dtype: header.dtype, shape: header.shape, data: decodeLittleEndian(bytes, header.dtype)}
+      this.buffers?.lend(tensor)
+      tensors.set(name, tensor)
     }
 
     return {tensors, promptTokens: this.header.promptTokens, ...(this.stats ? {stats: this.stats} : {})}
@@ -226,6 +233,7 @@ export class SidecarClient {
   private readonly health: HealthClient
   private readonly unaryDeadlineMs: number
   private readonly streamDeadlineMs: number
+  private readonly buffers = new TensorBuffers()
 
   constructor(
     readonly endpoint: string,
@@ -302,6 +310,14 @@ export class SidecarClient {
     return this.collectTensors('Forward', this.service.forward(full, {deadline: this.deadline(this.streamDeadlineMs)}))
   }
 
+  /**
+   * The caller no longer reads `result`'s tensors: later calls may write theirs into the same
+   * memory (tensor-buffers.ts: fresh pages cost as much as the rest of receiving them).
+   */
+  recycle(result: ForwardResult): void {
+    for (const tensor of result.tensors.values()) this.buffers.give(tensor)
+  }
+
   /** One Attribute call: tensor "attribution", float32 [N, L, H], and the stats. */
   attribute(request: Partial<AttributeRequest> & {prompts: string[]}): Promise<ForwardResult> {
     const full: AttributeRequest = {template: 0, method: 0, eps: 0, maxBatchRows: 0, ...request}
@@ -327,7 +343,7 @@ export class SidecarClient {
   /** A header-chunks-stats stream (Forward, Attribute) reassembled. */
   private collectTensors(call: string, stream: ClientReadableStream<ForwardResponse>): Promise<ForwardResult> {
     return new Promise((resolve, reject) => {
-      const assembler = new TensorAssembler()
+      const assembler = new TensorAssembler(this.buffers)
       let failed = false
       stream.on('data', (message: ForwardResponse) => {
         if (failed) return

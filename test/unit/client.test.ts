@@ -2,7 +2,8 @@
 import {status} from '@grpc/grpc-js'
 import {describe, expect, it} from 'vitest'
 
-import {DType, TensorAssembler, decodeLittleEndian, toSidecarError} from '../../src/sidecar/client.js'
+import {DType, type Tensor, TensorAssembler, decodeLittleEndian, toSidecarError} from '../../src/sidecar/client.js'
+import {TensorBuffers} from '../../src/sidecar/tensor-buffers.js'
 import {parseListening, serveArgs} from '../../src/sidecar/process.js'
 
 const header = (shape: number[], byteLength = shape.reduce((a, b) => a * b, 1) * 4) => ({
@@ -96,5 +97,66 @@ describe('sidecar process contract', () => {
     expect(serveArgs({model: '/m', device: 'cpu', dtype: 'float32'})).toEqual([
       '-m', 'sahara_sidecar', 'serve', '--model', '/m', '--host', '127.0.0.1', '--port', '0', '--device', 'cpu', '--dtype', 'float32',
     ])
+  })
+})
+
+describe('TensorBuffers', () => {
+  const tensorOf = (bytes: Uint8Array): Tensor => ({name: 't', dtype: DType.DTYPE_FLOAT32, shape: [bytes.byteLength / 4], data: new Float32Array(bytes.buffer, 0, bytes.byteLength / 4)})
+
+  it('lends shared memory and takes back only what it lent, once', () => {
+    const pool = new TensorBuffers(1000)
+    const first = pool.take(400)
+    expect(first.buffer).toBeInstanceOf(SharedArrayBuffer)
+    const lent = tensorOf(first)
+    pool.lend(lent)
+    pool.give(lent)
+    expect(pool.heldBytes).toBe(400)
+    const again = pool.take(240) // smaller, at least half: the same memory, a view of the asked length
+    expect(again.buffer).toBe(first.buffer)
+    expect(again.byteLength).toBe(240)
+    expect(pool.take(240).buffer).not.toBe(first.buffer) // lent out: not handed out twice
+    pool.give(lent) // a second give of the same tensor: ignored
+    expect(pool.heldBytes).toBe(0)
+    pool.give(tensorOf(new Uint8Array(new SharedArrayBuffer(400)))) // never lent: ignored
+    expect(pool.heldBytes).toBe(0)
+  })
+
+  it('skips free buffers too small or over twice the size, and keeps at most its cap', () => {
+    const pool = new TensorBuffers(1000)
+    const giveBack = (bytes: Uint8Array) => {
+      const tensor = tensorOf(bytes)
+      pool.lend(tensor)
+      pool.give(tensor)
+    }
+
+    const big = pool.take(800)
+    giveBack(big)
+    expect(pool.take(300).buffer).not.toBe(big.buffer) // 800 > 2 x 300
+    expect(pool.take(900).buffer).not.toBe(big.buffer)
+    giveBack(pool.take(350)) // a new buffer (800 > 2 x 350)
+    expect(pool.heldBytes).toBe(350) // 800 + 350 over the cap of 1000: the oldest dropped
+  })
+})
+
+describe('TensorAssembler with recycled buffers', () => {
+  it('fills a recycled buffer completely and still finds missing bytes in it', () => {
+    const pool = new TensorBuffers()
+    const first = new TensorAssembler(pool)
+    first.add(header([2, 3]))
+    first.add(chunk(0, le32([1, 2, 3, 4, 5, 6])))
+    const one = first.finish()
+    const stale = one.tensors.get('logprobs')!.data.buffer
+    for (const tensor of one.tensors.values()) pool.give(tensor)
+    const second = new TensorAssembler(pool)
+    second.add(header([2, 3]))
+    second.add(chunk(0, le32([7, 8, 9, 10, 11, 12])))
+    const two = second.finish().tensors.get('logprobs')!
+    expect(two.data.buffer).toBe(stale)
+    expect([...two.data]).toEqual([7, 8, 9, 10, 11, 12])
+    pool.give(two)
+    const partial = new TensorAssembler(pool)
+    partial.add(header([2, 3]))
+    partial.add(chunk(0, le32([1, 2, 3])))
+    expect(() => partial.finish()).toThrow('got 12 of 24 bytes') // the stale rest does not count
   })
 })
