@@ -29,7 +29,7 @@ import {
   type TensorHeader,
 } from '../gen/sahara/v1/sahara.js'
 import {type SidecarCredentials, grpcCredentials} from './credentials.js'
-import {TensorBuffers} from './tensor-buffers.js'
+import {type TensorBuffers, sharedTensorBuffers} from './tensor-buffers.js'
 
 export {AblationMethod, DType, Engine, PromptTemplate} from '../gen/sahara/v1/sahara.js'
 export type {
@@ -76,6 +76,8 @@ export interface ClientOptions {
   streamDeadlineMs?: number
   /** TLS and the bearer token (src/sidecar/credentials.ts); plaintext without a token when absent. */
   credentials?: SidecarCredentials
+  /** Where tensors are assembled (recycle); by default one pool for every client of the process. */
+  buffers?: TensorBuffers
 }
 
 const ITEM_SIZE: Partial<Record<DType, number>> = {[DType.DTYPE_FLOAT32]: 4, [DType.DTYPE_FLOAT64]: 8}
@@ -233,7 +235,7 @@ export class SidecarClient {
   private readonly health: HealthClient
   private readonly unaryDeadlineMs: number
   private readonly streamDeadlineMs: number
-  private readonly buffers = new TensorBuffers()
+  private readonly buffers: TensorBuffers
 
   constructor(
     readonly endpoint: string,
@@ -250,6 +252,8 @@ export class SidecarClient {
     this.health = new HealthClient(endpoint, channel, channelOptions)
     this.unaryDeadlineMs = options.unaryDeadlineMs ?? 60_000
     this.streamDeadlineMs = options.streamDeadlineMs ?? 6 * 60 * 60_000
+    // Shared, so that a run over many sidecars keeps one bounded set of free buffers, not one per host.
+    this.buffers = options.buffers ?? sharedTensorBuffers
   }
 
   private deadline(ms: number): Date {

@@ -13,7 +13,11 @@
  */
 import type {Tensor} from './client.js'
 
-/** Free buffers kept at most (bytes): four of a Ships request's largest tensors (2^27 floats). */
+/**
+ * Free buffers kept at most (bytes): four of a Ships request's largest tensors (2^27 floats), the
+ * two requests in flight and the one being scored of one sidecar, and one more. Over many sidecars
+ * the rest of their tensors are new memory, as before recycling.
+ */
 export const DEFAULT_MAX_FREE_BYTES = 2 * 1024 ** 3
 
 export class TensorBuffers {
@@ -61,3 +65,6 @@ export class TensorBuffers {
     return this.freeBytes
   }
 }
+
+/** The pool every SidecarClient of this process uses unless given another. */
+export const sharedTensorBuffers = new TensorBuffers()
