@@ -492,9 +492,9 @@ class FastEngine:
 
     def run_block(self, block: Sequence[int]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         m_count, cost = len(self.specs), self.cost
-        rows = len(block) * m_count
-        out_lp = self.output_block(rows, cost.vocab_size) if self.want_logprobs else None
-        out_hid = self.output_block(rows, cost.hidden_size) if self.want_hidden else None
+        block_rows = len(block) * m_count
+        out_lp = self.output_block(block_rows, cost.vocab_size) if self.want_logprobs else None
+        out_hid = self.output_block(block_rows, cost.hidden_size) if self.want_hidden else None
 
         def store(rows: list[int], logprobs: torch.Tensor | None, hidden: torch.Tensor | None) -> None:
             if out_lp is not None:
@@ -504,7 +504,7 @@ class FastEngine:
 
         for bucket in self.buckets(block):
             self.run_bucket([block[b] for b in bucket], [b * m_count for b in bucket], store)
-        self.stats.rows += len(block) * m_count
+        self.stats.rows += block_rows
         return out_lp, out_hid
 
     def output_block(self, rows: int, width: int) -> torch.Tensor:
