@@ -42,6 +42,7 @@ from .prompts import PromptError, encode
 from .protos import health_pb2, health_pb2_grpc, sahara_pb2, sahara_pb2_grpc
 from .security import MIB, RequestGate, Security, core_receive_limit
 from .stats import ForwardStats
+from .support import SupportReducer
 from .tensors import ChunkWriter, serialize_response
 
 log = logging.getLogger("sahara_sidecar")
@@ -127,6 +128,18 @@ def to_template(template: int) -> str:
     if template not in _TEMPLATES:
         raise InvalidRequest(f"template: unknown value {template}; expected PAPER, DIRECT or CHAT")
     return _TEMPLATES[template]
+
+
+def to_support(request: sahara_pb2.ForwardRequest, vocab_size: int) -> int:
+    """ForwardRequest.logprob_support, checked: 0 (every token) or 1..vocab_size - 1, with log-probs."""
+    k = request.logprob_support
+    if k and not request.return_logprobs:
+        raise InvalidRequest(f"logprob_support: {k} without return_logprobs; it shapes the log-probs only")
+    if k >= vocab_size:
+        raise InvalidRequest(
+            f"logprob_support: {k} is not below the vocabulary size {vocab_size}; send 0 for every token"
+        )
+    return k
 
 
 def to_engine(engine: int) -> str:
@@ -282,12 +295,14 @@ class AblationService(sahara_pb2_grpc.AblationServiceServicer):
             raise InvalidRequest("return_logprobs and return_hidden are both false; ask for at least one")
         engine = to_engine(request.engine)
         budget = to_budget(request.memory_budget_gib) or self.default_memory_budget_gib
+        support = to_support(request, lm.vocab_size)
 
         n, m = len(prompt_ids), len(specs)
+        reducer = SupportReducer(m, support) if support else None
         writers: dict[str, ChunkWriter] = {}
         header = sahara_pb2.ForwardHeader(prompt_tokens=[len(ids) for ids in prompt_ids])
         for name, wanted, width in (
-            ("logprobs", request.return_logprobs, lm.vocab_size),
+            ("logprobs", request.return_logprobs, support + 1 if support else lm.vocab_size),
             ("hidden", request.return_hidden, lm.geometry.hidden_size),
         ):
             if wanted:
@@ -315,7 +330,8 @@ class AblationService(sahara_pb2_grpc.AblationServiceServicer):
         for batch in self.model_thread.steps(batches, last=lambda b: b.rows.stop == n * m):
             for name, tensor in (("logprobs", batch.logprobs), ("hidden", batch.hidden)):
                 if tensor is not None:
-                    yield from writers[name].write(tensor)
+                    sent = reducer.reduce(batch.rows, tensor) if reducer and name == "logprobs" else tensor
+                    yield from writers[name].write(sent)
                     self.output_buffers.give(tensor)  # copied into the chunks just sent: the next block may use it
         for writer in writers.values():
             yield from writer.flush()

@@ -250,6 +250,48 @@ def test_concurrent_forwards_share_no_output_memory(stub):
     assert not np.array_equal(alone[0], alone[1])
 
 
+def kl(p_log: np.ndarray, q_log: np.ndarray) -> float:
+    p_log, q_log = p_log.astype(np.float64), q_log.astype(np.float64)
+    return float((np.exp(p_log) * (p_log - q_log)).sum())
+
+
+@pytest.mark.parametrize("engine", [sahara_pb2.ENGINE_FAST, sahara_pb2.ENGINE_NAIVE])
+def test_forward_logprob_support(stub, engine):
+    """K tokens most likely in each prompt's first row, then the rest of the mass: exactly the full
+    log-probs there, and a KL over them that is a lower bound of the full KL."""
+    specs = [spec(), spec([(0, 1)], SC, 0.0), spec([(1, 2), (2, 0)]), spec([(2, 3)], MEAN)]
+    request = dict(prompts=PROMPTS, specs=specs, return_logprobs=True, engine=engine, max_batch_rows=5)
+    _, full, _ = forward(stub, **request)
+    header, reduced, _ = forward(stub, **request, logprob_support=7)
+    assert list(header.tensors[0].shape) == [3, 4, 8] and header.tensors[0].byte_length == 3 * 4 * 8 * 4
+    got = reduced["logprobs"]
+    for n in range(3):
+        ids = np.argsort(-full["logprobs"][n, 0], kind="stable")[:7]
+        np.testing.assert_array_equal(got[n, 0, :7], full["logprobs"][n, 0, ids])
+        for m in range(4):
+            outside = np.delete(full["logprobs"][n, m], ids).astype(np.float64)
+            rest = outside.max() + np.log(np.exp(outside - outside.max()).sum())
+            np.testing.assert_allclose(got[n, m, :7], full["logprobs"][n, m, ids], rtol=0, atol=1e-6)
+            np.testing.assert_allclose(got[n, m, 7], rest, rtol=0, atol=1e-5)
+            coarse, exact = kl(got[n, 0], got[n, m]), kl(full["logprobs"][n, 0], full["logprobs"][n, m])
+            assert coarse <= exact + 1e-6
+        assert kl(got[n, 0], got[n, 1]) > 0  # the ablation still shows (a random model's support holds little mass)
+    assert np.allclose(np.exp(got.astype(np.float64)).sum(-1), 1.0, atol=1e-5)
+
+
+def test_forward_logprob_support_invalid(stub):
+    expect_invalid(
+        lambda: forward(stub, prompts=PROMPTS[:1], specs=[spec()], return_logprobs=True, logprob_support=300),
+        "logprob_support",
+        "vocabulary size 300",
+    )
+    expect_invalid(
+        lambda: forward(stub, prompts=PROMPTS[:1], specs=[spec()], return_hidden=True, logprob_support=5),
+        "logprob_support",
+        "without return_logprobs",
+    )
+
+
 def test_invalid_requests_then_still_serving(stub):
     ok = dict(prompts=PROMPTS, specs=[spec()], return_logprobs=True)
 

@@ -27,6 +27,11 @@ each head in their top-k).`
     ...ablationFlags,
     'top-k': Flags.integer({description: 'heads kept per query', default: 10, min: 1}),
     smoothing: Flags.string({description: 'added to both distributions in the KL, no renormalisation (the authors\' code); 0 = exact KL', default: String(DEFAULT_SMOOTHING)}),
+    'logprob-support': Flags.integer({
+      description: "K > 0: the KL over each prompt's K most likely clean tokens and the rest of the mass (a lower bound of the full KL, (K+1)/vocab of the data); 0 = every token",
+      default: 0,
+      min: 0,
+    }),
     limit: Flags.integer({description: 'only the first N prompts', min: 1}),
     out: Flags.string({char: 'o', description: 'output folder (default runs/ships-<model>-<dataset>-<method>-<eps>)'}),
     show: Flags.integer({description: 'heads shown in the table', default: 10, min: 1}),
@@ -56,7 +61,7 @@ each head in their top-k).`
     let summary: ShipsSummary
     try {
       summary = await withSidecar(model, {...flags, log: (m) => this.progress(m)}, (client) =>
-        runShips(model, {dataset, method, eps, template: flags.template as Template, topK: flags['top-k'], smoothing, limit: flags.limit, ...engine}, {
+        runShips(model, {dataset, method, eps, template: flags.template as Template, topK: flags['top-k'], smoothing, logprobSupport: flags['logprob-support'], limit: flags.limit, ...engine}, {
           client,
           outDir,
           log: (m) => this.progress(m),

@@ -91,6 +91,11 @@ export interface ShipsParams {
   engineOptions?: EngineOptions
   /** Scan only the top-K heads by attribution (UA and SC only). */
   prefilter?: Prefilter
+  /**
+   * K > 0: the KL over each prompt's K most likely clean tokens and the rest of the mass, a lower
+   * bound of the full KL with (K+1)/vocab of the data (ForwardRequest.logprob_support); 0 or absent: every token.
+   */
+  logprobSupport?: number
 }
 
 /** Where a job's time went. */
@@ -142,6 +147,8 @@ export interface ShipsSummary {
   template: Template
   top_k: number
   smoothing: number
+  /** 0: the KL over every token; K: over each prompt's K most likely clean tokens and the rest (a lower bound). */
+  logprob_support: number
   n_queries: number
   sidecar: SidecarInfo
   requests: number
@@ -215,14 +222,20 @@ export async function runShips(
 
   const headIndex = heads.map((h) => h.layer * geometry.numHeads + h.head)
   const topK = Math.min(params.topK, heads.length)
-  const plan = planRequests(heads, facts.vocabSize, params.maxFloatsPerRequest, params.promptsPerUnit)
+  const support = params.logprobSupport ?? 0
+  if (support >= facts.vocabSize) {
+    throw new Error(`logprob_support ${support} is not below ${model.name}'s vocabulary size ${facts.vocabSize}; 0 scores every token`)
+  }
+
+  const width = support > 0 ? support + 1 : facts.vocabSize // log-probs per row, as sent and scored
+  const plan = planRequests(heads, width, params.maxFloatsPerRequest, params.promptsPerUnit)
   const order = await lengthOrder(client, prompts, TEMPLATE_ENUM[params.template])
   const nChunks = Math.ceil(prompts.length / plan.promptsPerRequest)
   const nRequests = nChunks * plan.headGroups.length
   log(
     `ships: ${model.name} (${facts.family}, L=${geometry.numLayers} H=${geometry.numHeads} vocab=${facts.vocabSize}) on ${params.dataset.name} ` +
       `(${prompts.length} prompts), ${params.method} eps=${formatEps(params.eps)}, ${engineOptions.engine} engine, ` +
-      `${prefilter ? `${heads.length} heads (${prefilter.prefilter}), ` : ''}${nRequests} requests`,
+      `${prefilter ? `${heads.length} heads (${prefilter.prefilter}), ` : ''}${support > 0 ? `KL over ${support} tokens + the rest, ` : ''}${nRequests} requests`,
   )
 
   mkdirSync(outDir, {recursive: true})
@@ -265,17 +278,18 @@ export async function runShips(
         heads: group.map(formatHead),
         smoothing: params.smoothing,
         engine: engineOptions.engine,
+        ...(support > 0 ? {logprob_support: support} : {}), // absent for every token: older stored units still match
       },
       async run(sidecar) {
         const tf = performance.now()
         const result = await tracked(() =>
-          sidecar.forward({prompts: chunk, template: TEMPLATE_ENUM[params.template], specs: specsOf(group), returnLogprobs: true, ...engineRequest(engineOptions)}),
+          sidecar.forward({prompts: chunk, template: TEMPLATE_ENUM[params.template], specs: specsOf(group), returnLogprobs: true, logprobSupport: support, ...engineRequest(engineOptions)}),
         )
         forwardMs += performance.now() - tf
         addStats(totals, result.stats)
         const nSpecs = group.length + 1
         const logprobs = result.tensors.get('logprobs')
-        const expected = [chunk.length, nSpecs, facts.vocabSize]
+        const expected = [chunk.length, nSpecs, width]
         if (!logprobs || logprobs.shape.join(',') !== expected.join(',')) {
           throw new Error(
             `Forward on ${sidecar.endpoint}: expected tensor logprobs of shape [${expected.join(', ')}], got ${logprobs ? `[${logprobs.shape.join(', ')}]` : 'none'}`,
@@ -284,7 +298,7 @@ export async function runShips(
 
         const tk = performance.now()
         if (!(logprobs.data instanceof Float32Array)) throw new Error(`Forward on ${sidecar.endpoint}: tensor logprobs must be float32`)
-        const scored = await klThreads.score(logprobs.data, chunk.length, nSpecs, facts.vocabSize, options)
+        const scored = await klThreads.score(logprobs.data, chunk.length, nSpecs, width, options)
         sidecar.recycle(result) // scored: its memory takes the next request's log-probs
         const kl = chunk.map((_, q) => Array.from(scored.subarray(q * group.length, (q + 1) * group.length), encodeFloat))
         klMs += performance.now() - tk
@@ -342,6 +356,7 @@ export async function runShips(
     template: params.template,
     top_k: params.topK,
     smoothing: params.smoothing,
+    logprob_support: support,
     n_queries: prompts.length,
     sidecar: sidecarInfo(client.endpoint, facts),
     requests: totals.requests,
@@ -367,7 +382,7 @@ export async function runShips(
 // ---- the `ships` job kind for sweeps --------------------------------------------------------
 
 /** Matrix axes (each a value or a list) and plain options of a ships job. */
-const OPTION_KEYS = ['matrix', 'top_k', 'limit', 'smoothing', 'prompts_per_unit', ...ENGINE_KEYS] as const
+const OPTION_KEYS = ['matrix', 'top_k', 'limit', 'smoothing', 'logprob_support', 'prompts_per_unit', ...ENGINE_KEYS] as const
 
 /** `1e-5` for 0.00001: short, stable, file-name safe. */
 export function formatEps(eps: number): string {
@@ -384,6 +399,7 @@ export const shipsKind: JobKind<ShipsParams, ShipsSummary> = {
     const limit = fields.has('limit') ? fields.number('limit', {integer: true, min: 1}).value : undefined
     const smoothing = fields.number('smoothing', {default: DEFAULT_SMOOTHING, min: 0}).value
     const promptsPerUnit = fields.number('prompts_per_unit', {default: MAX_PROMPTS_PER_REQUEST, integer: true, min: 1}).value
+    const logprobSupport = fields.number('logprob_support', {default: 0, integer: true, min: 0}).value
     const {engineOptions, prefilter} = parseEngineFields(fields)
     const prefix = fields.has('name') ? fields.string('name').value : 'ships'
 
@@ -391,7 +407,7 @@ export const shipsKind: JobKind<ShipsParams, ShipsSummary> = {
     for (const {model, dataset, method, eps, template, nameParts} of matrixCells(matrix, prefix)) {
       if (prefilter && method === 'mean') throw fields.error('prefilter', 'the attribution pre-filter needs method ua or sc (mean ablation has no eps to differentiate)')
       if (prefilter) nameParts.push(`atp${prefilter.k}`)
-      jobs.push({kind: 'ships', name: nameParts.join('-'), model, params: {dataset, method, eps, template, topK, smoothing, limit, promptsPerUnit, engineOptions, ...(prefilter ? {prefilter} : {})}})
+      jobs.push({kind: 'ships', name: nameParts.join('-'), model, params: {dataset, method, eps, template, topK, smoothing, limit, promptsPerUnit, engineOptions, ...(prefilter ? {prefilter} : {}), ...(logprobSupport ? {logprobSupport} : {})}})
     }
 
     return jobs

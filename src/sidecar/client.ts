@@ -309,6 +309,7 @@ export class SidecarClient {
       maxBatchRows: 0,
       engine: Engine.ENGINE_UNSPECIFIED,
       memoryBudgetGib: 0,
+      logprobSupport: 0,
       ...request,
     }
     return this.collectTensors('Forward', this.service.forward(full, {deadline: this.deadline(this.streamDeadlineMs)}))

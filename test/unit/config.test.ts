@@ -72,6 +72,12 @@ describe('valid sweeps', () => {
     expect((sweep.jobs[0].params as ShipsParams).topK).toBe(7)
   })
 
+  it('logprob_support: absent is every token, K is sent as logprobSupport', () => {
+    const job = (extra: string) => parseSweep(`name: t\njobs:\n  - kind: ships\n${extra}    matrix: {model: ./tiny, dataset: prompts.txt}\n`, file).jobs[0].params as ShipsParams
+    expect(job('').logprobSupport).toBeUndefined()
+    expect(job('    logprob_support: 256\n').logprobSupport).toBe(256)
+  })
+
   it('the demo sweep in configs/ is well-formed', () => {
     // The organism may not be trained in every checkout; check everything but the model.
     const text = readFileSync('configs/demo-ships.yaml', 'utf8').replace('model: organism', 'model: ./tiny')
@@ -92,7 +98,7 @@ describe('errors say file:line:col, the field and what is wrong', () => {
     [
       'unknown job key',
       'name: t\njobs:\n  - kind: ships\n    topk: 3\n    matrix: {model: ./tiny, dataset: prompts.txt}\n',
-      ':4:5: jobs[0].topk: unknown key "topk" for a ships job (allowed: kind, name, matrix, top_k, limit, smoothing, prompts_per_unit, engine, memory_budget_gib, prefilter)',
+      ':4:5: jobs[0].topk: unknown key "topk" for a ships job (allowed: kind, name, matrix, top_k, limit, smoothing, logprob_support, prompts_per_unit, engine, memory_budget_gib, prefilter)',
     ],
     [
       'unknown key in defaults, reported where it was written',
@@ -113,6 +119,11 @@ describe('errors say file:line:col, the field and what is wrong', () => {
       'not an integer',
       'name: t\njobs:\n  - kind: ships\n    top_k: 2.5\n    matrix: {model: ./tiny, dataset: prompts.txt}\n',
       ':4:12: jobs[0].top_k: top_k must be an integer, got 2.5',
+    ],
+    [
+      'a negative support size',
+      'name: t\njobs:\n  - kind: ships\n    logprob_support: -4\n    matrix: {model: ./tiny, dataset: prompts.txt}\n',
+      ':4:22: jobs[0].logprob_support: logprob_support must be >= 0, got -4',
     ],
     [
       'bad method, at its list position',
