@@ -68,7 +68,7 @@ export function shipsGrids(job: ShipsJob): HeatGrid[] {
   const marks = s.heads.slice(0, k).map((h) => h.layer * s.num_heads + h.head)
   const what = `${s.model} · ${s.dataset} · ${s.method.toUpperCase()}`
   return [
-    {id: safeId(`${job.name}-mean-ships`), title: `Mean Ships (KL) — ${what}`, layers: s.num_layers, heads: s.num_heads, values: meanKl, format: exp, scale: 'log', marks, marksLabel: `top ${k} by mean KL`},
+    {id: safeId(`${job.name}-mean-ships`), title: `Mean Ships (KL${s.logprob_support ? `, ${s.logprob_support}-token support` : ''}) — ${what}`, layers: s.num_layers, heads: s.num_heads, values: meanKl, format: exp, scale: 'log', marks, marksLabel: `top ${k} by mean KL`},
     {
       id: safeId(`${job.name}-topk-count`),
       title: `Top-${s.top_k} count of ${s.n_queries} queries — ${what}`,
@@ -108,12 +108,17 @@ function tracePoints(job: SearchJob): TracePoint[] {
   return job.summary.steps.map((s) => ({step: s.step, head: formatHead(s.head), score: s.score, runnerUp: s.runner_up ? {head: formatHead(s.runner_up), score: s.runner_up.score} : null}))
 }
 
+/** Said wherever a scan's KLs are shown: over a support set they are lower bounds, not the full KL. */
+function supportNote(s: {logprob_support?: number}): string {
+  return s.logprob_support ? ` KL over each query's ${s.logprob_support} likeliest clean tokens and the rest of the mass (--logprob-support): a lower bound of the full KL.` : ''
+}
+
 function shipsTable(job: ShipsJob): Table {
   const s = job.summary
   return {
     id: safeId(`ships-${job.name}`),
     title: `Ships ranking — ${job.name}`,
-    note: `${s.n_queries} queries, ${s.method.toUpperCase()} eps ${s.eps}; top-k count = queries with the head in their top ${s.top_k}.`,
+    note: `${s.n_queries} queries, ${s.method.toUpperCase()} eps ${s.eps}; top-k count = queries with the head in their top ${s.top_k}.${supportNote(s)}`,
     columns: ['rank', 'head', 'layer', 'head_index', 'mean_kl', 'topk_count'],
     rows: s.heads.map((h, i) => [i + 1, formatHead(h), h.layer, h.head, h.mean_kl, h.topk_count]),
   }

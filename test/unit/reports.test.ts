@@ -11,7 +11,8 @@ import {csvField, safeId, tableCsv} from '../../src/reports/csv.js'
 import {type HeatGrid, heatmapPixels, heatmapSvg, normalise} from '../../src/reports/heatmap.js'
 import {escapeHtml, formatCell, tableHtml} from '../../src/reports/html.js'
 import {PNG_SIGNATURE, crc32, encodePng} from '../../src/reports/png.js'
-import {pickReplies} from '../../src/reports/report.js'
+import {pickReplies, shipsGrids} from '../../src/reports/report.js'
+import type {ShipsJob} from '../../src/reports/run-data.js'
 import {RunDataError, readJobSummary} from '../../src/reports/run-data.js'
 
 const logChooseRef = (n: number, k: number) => Array.from({length: k}, (_, i) => Math.log((n - i) / (i + 1))).reduce((a, b) => a + b, 0)
@@ -214,5 +215,19 @@ describe('job summaries read back', () => {
     expect(() => readJobSummary(dir)).toThrow('a ships summary without num_layers (a positive integer), num_heads (a positive integer)')
     writeFileSync(join(dir, 'summary.json'), JSON.stringify({kind: 'other'}))
     expect(readJobSummary(dir)).toBeUndefined() // not a job's folder
+  })
+})
+
+describe('Ships grids', () => {
+  const job = (logprobSupport?: number) =>
+    ({
+      name: 'scan',
+      summary: {model: 'm', dataset: 'd', method: 'ua', top_k: 2, n_queries: 3, num_layers: 2, num_heads: 2, heads: [{layer: 1, head: 0, mean_kl: 0.5, topk_count: 3}], ...(logprobSupport === undefined ? {} : {logprob_support: logprobSupport})},
+    }) as unknown as ShipsJob
+
+  it('say in the title when the KL is over a support set (a lower bound), and not otherwise', () => {
+    expect(shipsGrids(job(16))[0].title).toBe('Mean Ships (KL, 16-token support) — m · d · UA')
+    expect(shipsGrids(job(0))[0].title).toBe('Mean Ships (KL) — m · d · UA')
+    expect(shipsGrids(job())[0].title).toBe('Mean Ships (KL) — m · d · UA') // a summary from before the option
   })
 })
