@@ -30,14 +30,17 @@ class SupportReducer:
     def reduce(self, rows: range, logprobs: torch.Tensor) -> torch.Tensor:
         """[len(rows), vocab] log-probs -> [len(rows), K + 1]: the support's, then the rest's.
         Overwrites the support's entries of `logprobs` (the caller's own copy, read no more)."""
-        index = torch.empty(len(rows), self.k, dtype=torch.long)
-        for i, row in enumerate(rows):
-            prompt, spec = divmod(row, self.specs_per_prompt)
+        m = self.specs_per_prompt
+        first, last = rows.start // m, (rows.stop - 1) // m
+        supports = []  # one row of token ids per prompt of the batch
+        for prompt in range(first, last + 1):
             if prompt != self.prompt:
-                if spec != 0:
-                    raise ValueError(f"row {row}: its prompt's first row (spec 0) was not seen first")
-                self.prompt, self.ids = prompt, logprobs[i].topk(self.k).indices
-            index[i] = self.ids
+                first_row = prompt * m
+                if first_row < rows.start:
+                    raise ValueError(f"row {rows.start}: its prompt's first row (spec 0) was not seen first")
+                self.prompt, self.ids = prompt, logprobs[first_row - rows.start].topk(self.k).indices
+            supports.append(self.ids)
+        index = torch.stack(supports)[torch.arange(rows.start, rows.stop) // m - first]
         out = torch.empty(len(rows), self.k + 1)
         out[:, : self.k] = logprobs.gather(1, index)
         # The rest as a log-sum-exp of the other tokens, not log(1 - support mass): that difference
