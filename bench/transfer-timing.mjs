@@ -11,7 +11,7 @@ import {SidecarClient} from '../dist/sidecar/client.js'
 import {startSidecar} from '../dist/sidecar/process.js'
 
 const [model, prompts, repeats, logprobSupport] = [process.argv[2], Number(process.argv[3] ?? 20), Number(process.argv[4] ?? 6), Number(process.argv[5] ?? 0)]
-if (!model) throw new Error('usage: node bench/transfer-timing.mjs MODEL_DIR [prompts] [repeats]')
+if (!model) throw new Error('usage: node bench/transfer-timing.mjs MODEL_DIR [prompts] [repeats] [logprob_support]')
 const fresh = process.env.SAHARA_FRESH_BUFFERS === '1' // 1: every request into fresh memory (no recycling), to compare
 const sidecar = await startSidecar({model})
 try {

@@ -11,8 +11,8 @@ idle.
 The engine takes its block buffers here; the server gives each back, once, when it has copied the
 block into chunk messages and reads it no more. Only memory this pool lent, and still lent, is
 taken back (a tensor from another engine, given back the same way, is ignored). No reference is
-kept to lent memory: a block that is never given back is freed, and forgotten. Thread-safe (the engine runs on the model
-thread, the server on its own).
+kept to lent memory: a block that is never given back is freed, and forgotten. Thread-safe (the
+engine runs on the model thread, the server on its own).
 """
 
 from __future__ import annotations

@@ -25,6 +25,11 @@ def _as_buffer(tensor: torch.Tensor) -> memoryview:
     return memoryview(array).cast("B")
 
 
+# (field number << 3) | wire type: 2 = length-delimited, 0 = varint
+_TAG_RESPONSE_CHUNK = bytes([2 << 3 | 2])  # ForwardResponse.chunk
+_TAG_NAME, _TAG_OFFSET, _TAG_DATA = bytes([1 << 3 | 2]), bytes([2 << 3 | 0]), bytes([3 << 3 | 2])  # TensorChunk
+
+
 def encode_chunk_response(name: str, offset: int, *parts: bytes | memoryview) -> bytes:
     """The wire bytes of ForwardResponse{chunk: TensorChunk{name, offset, data}}, data the parts joined.
 
@@ -44,11 +49,6 @@ def encode_chunk_response(name: str, offset: int, *parts: bytes | memoryview) ->
         chunk += _TAG_DATA + _varint(size)
     head = _TAG_RESPONSE_CHUNK + _varint(len(chunk) + size) + chunk
     return b"".join((head, *parts))
-
-
-# (field number << 3) | wire type: 2 = length-delimited, 0 = varint
-_TAG_RESPONSE_CHUNK = bytes([2 << 3 | 2])  # ForwardResponse.chunk
-_TAG_NAME, _TAG_OFFSET, _TAG_DATA = bytes([1 << 3 | 2]), bytes([2 << 3 | 0]), bytes([3 << 3 | 2])  # TensorChunk
 
 
 def _varint(value: int) -> bytes:

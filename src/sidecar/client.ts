@@ -103,8 +103,8 @@ export function toSidecarError(error: unknown, call: string, endpoint: string): 
 
 /** Reassemble one Forward stream (header first, then chunks) into typed arrays. */
 export class TensorAssembler {
-  /** `buffers`: where tensors' memory comes from (recycled across requests); fresh memory without it. */
-  constructor(private readonly buffers?: TensorBuffers) {}
+  /** `buffers`: where tensors' memory comes from (recycled across requests, tensor-buffers.ts). */
+  constructor(private readonly buffers: TensorBuffers = sharedTensorBuffers) {}
 
   private header: {tensors: TensorHeader[]; promptTokens: number[]} | undefined
   private stats: ForwardStats | undefined
@@ -127,8 +127,7 @@ export class TensorAssembler {
 
         if (this.tensorBytes.has(t.name)) throw new SidecarError(`Forward stream: tensor ${t.name} declared twice`, 'PROTOCOL')
         // Shared memory: KL worker threads read a tensor where it lies (src/orchestration/kl-threads.ts)
-        const bytes = this.buffers ? this.buffers.take(t.byteLength) : new Uint8Array(new SharedArrayBuffer(t.byteLength))
-        this.tensorBytes.set(t.name, {header: t, bytes, spans: []})
+        this.tensorBytes.set(t.name, {header: t, bytes: this.buffers.take(t.byteLength), spans: []})
       }
 
       return
@@ -179,7 +178,7 @@ export class TensorAssembler {
       }
 
       const tensor = {name, dtype: header.dtype, shape: header.shape, data: decodeLittleEndian(bytes, header.dtype)}
-      this.buffers?.lend(tensor)
+      this.buffers.lend(tensor)
       tensors.set(name, tensor)
     }
 
