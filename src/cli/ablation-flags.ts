@@ -23,6 +23,14 @@ export const ablationFlags = {
   template: Flags.string({description: 'prompt format: paper ("## Query:{q}\\n## Answer:"), direct (raw), chat (the tokenizer\'s)', options: [...TEMPLATES], default: 'paper'}),
 }
 
+/** The KL over a support set (ships, search --score kl): ForwardRequest.logprob_support. `scope` ends the description. */
+export const logprobSupportFlag = (scope = '') =>
+  Flags.integer({
+    description: `K > 0: the KL over each prompt's K most likely clean tokens and the rest of the mass (a lower bound of the full KL, (K+1)/vocab of the data); 0 = every token${scope}`,
+    default: 0,
+    min: 0,
+  })
+
 /** How the sidecar computes the ablated forwards (ships, search). */
 export const engineFlags = {
   engine: Flags.string({

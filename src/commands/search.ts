@@ -1,7 +1,7 @@
 import {Flags} from '@oclif/core'
 
 import {SaharaCommand} from '../cli/base.js'
-import {ablationFlags, datasetFlag, engineFlags, modelFlag, parseEngineFlags, parseEps, parseSmoothing, resolveModelAndDataset} from '../cli/ablation-flags.js'
+import {ablationFlags, datasetFlag, engineFlags, logprobSupportFlag, modelFlag, parseEngineFlags, parseEps, parseSmoothing, resolveModelAndDataset} from '../cli/ablation-flags.js'
 import {sidecarFlags, withSidecar} from '../cli/sidecar-session.js'
 import {type ScoreKind, type SearchParams, type SearchSummary, SCORES, SearchStateError, describeScore, formatScore, precheckStoredSteps, runSearch} from '../jobs/search.js'
 import {type Method, type Template, formatEps} from '../jobs/ships.js'
@@ -22,6 +22,7 @@ OUT/summary.json. Re-run with more --steps to continue from the stored steps.`
     '<%= config.bin %> search --model organism --dataset jailbreakbench --steps 3',
     '<%= config.bin %> search --model organism --dataset jailbreakbench --steps 3 --r-main 2 --centre --json',
     '<%= config.bin %> search --model organism --dataset jailbreakbench --steps 3 --score kl --out runs/search-kl',
+    '<%= config.bin %> search --model ./my-7b --dataset jailbreakbench --steps 3 --score kl --logprob-support 256',
     '<%= config.bin %> search --model ./my-model --dataset advbench --steps 3 --prefilter atp:32 --engine fast --memory-budget 20',
   ]
 
@@ -39,6 +40,7 @@ OUT/summary.json. Re-run with more --steps to continue from the stored steps.`
       default: 'nested',
     }),
     smoothing: Flags.string({description: 'KL smoothing for --score kl (as in ships; 0 = exact KL)', default: String(DEFAULT_SMOOTHING)}),
+    'logprob-support': logprobSupportFlag(' (--score kl only)'),
     limit: Flags.integer({description: 'only the first N prompts', min: 1}),
     out: Flags.string({char: 'o', description: 'output folder (default runs/search-<model>-<dataset>-<method>-<eps>[-options])'}),
     restart: Flags.boolean({description: 'discard the steps stored in OUT instead of continuing from them', default: false}),
@@ -55,6 +57,7 @@ OUT/summary.json. Re-run with more --steps to continue from the stored steps.`
     if (typeof smoothing === 'string') this.error(smoothing, {exit: 2})
     const engine = parseEngineFlags(flags)
     if (typeof engine === 'string') this.error(engine, {exit: 2})
+    if (flags['logprob-support'] > 0 && flags.score !== 'kl') this.error(`--logprob-support applies to --score kl only (--score ${flags.score} reads hidden states)`, {exit: 2})
     if (engine.prefilter && flags.steps > engine.prefilter.k) this.error(`--steps ${flags.steps} exceeds the ${engine.prefilter.k} heads --prefilter atp:${engine.prefilter.k} keeps`, {exit: 2})
 
     let model, dataset
@@ -75,11 +78,12 @@ OUT/summary.json. Re-run with more --steps to continue from the stored steps.`
       centre: flags.centre,
       angleSum: flags['angle-sum'] as AngleSum,
       smoothing,
+      ...(flags['logprob-support'] > 0 ? {logprobSupport: flags['logprob-support']} : {}),
       limit: flags.limit,
       restart: flags.restart,
       ...engine,
     }
-    const scoreSuffix = params.score === 'kl' ? '-kl' : `${params.rMain === 1 ? '' : `-r${params.rMain}`}${params.rMain > 1 && params.angleSum !== 'nested' ? `-${params.angleSum}` : ''}${params.centre ? '-centred' : ''}`
+    const scoreSuffix = params.score === 'kl' ? `-kl${params.logprobSupport ? `-support${params.logprobSupport}` : ''}` : `${params.rMain === 1 ? '' : `-r${params.rMain}`}${params.rMain > 1 && params.angleSum !== 'nested' ? `-${params.angleSum}` : ''}${params.centre ? '-centred' : ''}`
     const suffix = `${scoreSuffix}${params.prefilter ? `-atp${params.prefilter.k}` : ''}`
     const outDir = this.outputFolder(flags.out ?? `runs/search-${modelLabel(model.name)}-${dataset.name}-${params.method}-${formatEps(eps)}${suffix}`)
     const log = (m: string) => this.progress(m)

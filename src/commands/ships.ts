@@ -1,7 +1,7 @@
 import {Flags} from '@oclif/core'
 
 import {SaharaCommand} from '../cli/base.js'
-import {ablationFlags, datasetFlag, engineFlags, modelFlag, parseEngineFlags, parseEps, parseSmoothing, resolveModelAndDataset} from '../cli/ablation-flags.js'
+import {ablationFlags, datasetFlag, engineFlags, logprobSupportFlag, modelFlag, parseEngineFlags, parseEps, parseSmoothing, resolveModelAndDataset} from '../cli/ablation-flags.js'
 import {sidecarFlags, withSidecar} from '../cli/sidecar-session.js'
 import {type ShipsSummary, type Method, type Template, formatEps, runShips} from '../jobs/ships.js'
 import {modelLabel} from '../models.js'
@@ -27,11 +27,7 @@ each head in their top-k).`
     ...ablationFlags,
     'top-k': Flags.integer({description: 'heads kept per query', default: 10, min: 1}),
     smoothing: Flags.string({description: 'added to both distributions in the KL, no renormalisation (the authors\' code); 0 = exact KL', default: String(DEFAULT_SMOOTHING)}),
-    'logprob-support': Flags.integer({
-      description: "K > 0: the KL over each prompt's K most likely clean tokens and the rest of the mass (a lower bound of the full KL, (K+1)/vocab of the data); 0 = every token",
-      default: 0,
-      min: 0,
-    }),
+    'logprob-support': logprobSupportFlag(),
     limit: Flags.integer({description: 'only the first N prompts', min: 1}),
     out: Flags.string({char: 'o', description: 'output folder (default runs/ships-<model>-<dataset>-<method>-<eps>)'}),
     show: Flags.integer({description: 'heads shown in the table', default: 10, min: 1}),

@@ -20,7 +20,8 @@
  *       top_k: 10                   # per-query top-k (default 10)
  *       limit: 50                   # only the first N prompts (default: all)
  *       smoothing: 1e-12            # added to both distributions in the KL (default 1e-12; 0 = exact)
- *       logprob_support: 0          # K > 0: KL over each prompt's K likeliest clean tokens + the rest (a lower bound; default 0 = every token)
+ *       logprob_support: 0          # K > 0: KL over each prompt's K likeliest clean tokens + the rest (a lower bound;
+ *                                   #   default 0 = every token); ships, and search with score: kl
  *
  * `endpoints: [gpu1:50051, dns:///sahara-sidecar.sahara.svc.cluster.local:50051]` runs the sweep
  * on those sidecars (--endpoint overrides it); without, local sidecars are started per model.

@@ -10,7 +10,10 @@
  *   of the clean and ablated representation matrices (final-norm last-token hidden states),
  *   src/science/subspace.ts; options r_main, centre, angle_sum. Forward asks for hidden states only.
  * - `kl`: the mean over queries of KL(clean || ablated) of the next-token distribution — the
- *   query-level Ships (Eq. 9) averaged over the dataset; Forward asks for log-probs only.
+ *   query-level Ships (Eq. 9) averaged over the dataset; Forward asks for log-probs only, with the
+ *   clean spec first in every request (the rows laid out as ships lays them, scored by the same KL
+ *   threads). With `logprob_support` K the KL is over each query's K likeliest clean tokens and the
+ *   rest of the mass (a lower bound, as in ships), the support taken from that clean row.
  *
  * Storage, in OUT/: search.jsonl, one line per finished step, written and fsynced when the step
  * ends — `{step, group_before, scores: [{layer, head, score_deg | mean_kl}], chosen, settings, ...}`
@@ -28,7 +31,7 @@ import type {Fields} from '../config/fields.js'
 import type {Dataset} from '../data/datasets.js'
 import {ModelError, type ResolvedModel, localGeometry} from '../models.js'
 import {type Head, allHeads, formatHead} from '../science/heads.js'
-import {DEFAULT_SMOOTHING, klFrom} from '../science/kl.js'
+import {DEFAULT_SMOOTHING} from '../science/kl.js'
 import {ANGLE_SUMS, type AngleSum, type Matrix, type Representation, leftSingularVectors, matrix, representation, subspaceShift} from '../science/subspace.js'
 import {appendLineDurable, writeFileAtomic} from '../orchestration/files.js'
 import {type Unit, singleClientWork} from '../orchestration/work.js'
@@ -56,6 +59,7 @@ import {
   prefilterSummary,
   roundedTotals,
 } from './engine.js'
+import {KlThreads, klThreadCount} from '../orchestration/kl-threads.js'
 import {matrixCells, parseMatrix} from './matrix.js'
 import type {JobKind, JobSpec, ParseContext, RunContext} from './registry.js'
 import {METHOD_ENUM, type Method, TEMPLATE_ENUM, type Template, formatEps} from './ships.js'
@@ -79,6 +83,9 @@ export interface SearchParams {
   angleSum: AngleSum
   /** KL smoothing (score kl), as in ships. */
   smoothing: number
+  /** Score kl: K > 0 scores the KL over each query's K likeliest clean tokens and the rest (a lower
+   * bound, ForwardRequest.logprob_support); 0 or absent: every token. */
+  logprobSupport?: number
   limit?: number
   /** Discard stored steps instead of resuming. */
   restart?: boolean
@@ -106,6 +113,8 @@ export interface SearchSettings {
   centre: boolean | null
   angle_sum: AngleSum | null
   smoothing: number | null
+  /** Score kl over a support set: K; null for every token (and in steps stored before it existed). */
+  logprob_support: number | null
   /** "atp:K" or null (steps stored before pre-filters existed read as null). */
   prefilter: string | null
   /** The loaded model's dtype and fingerprint (weights, config, tokenizer), from Describe; undefined
@@ -161,6 +170,8 @@ export interface SearchSummary {
   centre: boolean | null
   angle_sum: AngleSum | null
   smoothing: number | null
+  /** Score kl over each query's K likeliest clean tokens and the rest: K (a lower bound); null: every token. */
+  logprob_support: number | null
   /** The group found, in the order chosen. */
   group: Head[]
   steps: StepResult[]
@@ -240,6 +251,7 @@ export function searchSettings(
     centre: angles ? params.centre : null,
     angle_sum: angles ? params.angleSum : null,
     smoothing: angles ? null : params.smoothing,
+    logprob_support: !angles && (params.logprobSupport ?? 0) > 0 ? (params.logprobSupport as number) : null,
     prefilter: params.prefilter ? formatPrefilter(params.prefilter) : null,
   }
 }
@@ -322,11 +334,21 @@ export function chooseHead(entries: {head: Head; score: number}[]): {best: {head
   return {best: sorted[0], runnerUp: sorted[1] ?? null}
 }
 
-/** Head groups and prompt chunks so one request holds at most maxFloats, and one group's matrices too. */
-export function planSearch(nHeads: number, nPrompts: number, floatsPerRow: number, maxFloats: number, holdAllPrompts: boolean): {groupSize: number; promptsPerRequest: number} {
+/**
+ * Head groups and prompt chunks so one request holds at most maxFloats, and one group's matrices
+ * too; `extraRows` more rows per prompt ride along in every request (score kl: the clean one).
+ */
+export function planSearch(
+  nHeads: number,
+  nPrompts: number,
+  floatsPerRow: number,
+  maxFloats: number,
+  holdAllPrompts: boolean,
+  extraRows = 0,
+): {groupSize: number; promptsPerRequest: number} {
   const perHead = holdAllPrompts ? nPrompts * floatsPerRow : floatsPerRow
-  const groupSize = Math.max(1, Math.min(nHeads, Math.floor(maxFloats / perHead)))
-  const promptsPerRequest = Math.max(1, Math.min(nPrompts, Math.floor(maxFloats / (groupSize * floatsPerRow))))
+  const groupSize = Math.max(1, Math.min(nHeads, Math.floor(maxFloats / perHead) - extraRows))
+  const promptsPerRequest = Math.max(1, Math.min(nPrompts, Math.floor(maxFloats / ((groupSize + extraRows) * floatsPerRow))))
   return {groupSize, promptsPerRequest}
 }
 
@@ -339,6 +361,8 @@ interface Scorer {
   scoreMs: number
   totals: StatsTotals
   trace: PipelineTrace
+  /** Frees what the scorer holds (the KL threads). */
+  close(): Promise<void>
 }
 
 function checkTensor(endpoint: string, name: string, tensor: {shape: number[]} | undefined, expected: number[]): void {
@@ -387,6 +411,9 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
   }
 
   if (params.prefilter && params.method === 'mean') throw new SearchStateError('the attribution pre-filter needs method ua or sc (mean ablation has no eps to differentiate)')
+  const support = params.logprobSupport ?? 0
+  if (support > 0 && params.score !== 'kl') throw new SearchStateError(`logprob_support ${support} applies to score kl only (score ${params.score} reads hidden states)`)
+  if (support >= facts.vocabSize) throw new SearchStateError(`logprob_support ${support} is not below ${model.name}'s vocabulary size ${facts.vocabSize}; 0 scores every token`)
   const engineOptions = params.engineOptions ?? DEFAULT_ENGINE
   const prompts = promptsOf(params)
   if (prompts.length === 0) throw new SearchStateError(`dataset ${params.dataset.name} has no prompts`)
@@ -439,7 +466,7 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
   const forward = async (
     sidecar: SidecarClient,
     s: Scorer,
-    request: {prompts: string[]; specs: AblationSpec[]; returnHidden?: boolean; returnLogprobs?: boolean},
+    request: {prompts: string[]; specs: AblationSpec[]; returnHidden?: boolean; returnLogprobs?: boolean; logprobSupport?: number},
   ): Promise<ForwardResult> => {
     if (!trackers.has(s)) trackers.set(s, outstandingTracker(s.trace))
     const tf = performance.now()
@@ -450,17 +477,17 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
     return result
   }
 
-  /** The clean model's rows of one kind (hidden or logprobs), [N, width], float32: computed, not stored. */
-  const cleanRows = async (kind: 'hidden' | 'logprobs', width: number, s: Scorer): Promise<Float32Array> => {
+  /** The clean model's representation rows, [N, width], float32: computed, not stored. */
+  const cleanHidden = async (width: number, s: Scorer): Promise<Float32Array> => {
     const out = new Float32Array(N * width)
     const chunk = Math.max(1, Math.min(N, Math.floor(maxFloats / width)))
     const starts = Array.from({length: Math.ceil(N / chunk)}, (_, r) => r * chunk)
     await work.pool.run(
       starts.map((start) => async (sidecar: SidecarClient) => {
         const part = prompts.slice(start, start + chunk)
-        const result = await forward(sidecar, s, {prompts: part, specs: [spec([])], returnHidden: kind === 'hidden', returnLogprobs: kind === 'logprobs'})
-        const tensor = result.tensors.get(kind)
-        checkTensor(sidecar.endpoint, kind, tensor, [part.length, 1, width])
+        const result = await forward(sidecar, s, {prompts: part, specs: [spec([])], returnHidden: true})
+        const tensor = result.tensors.get('hidden')
+        checkTensor(sidecar.endpoint, 'hidden', tensor, [part.length, 1, width])
         out.set(tensor!.data, start * width)
         sidecar.recycle(result)
       }),
@@ -470,7 +497,8 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
 
   /**
    * Score `candidates` (each ablated with `group`) in units of `groupSize` heads; `scoreBatch`
-   * turns one batch's Forward results, in prompt order, into one score per head.
+   * turns one batch's Forward results, in prompt order, into one score per head. Log-prob requests
+   * carry the clean spec first: the KL's reference, and the support set's, from the same forward.
    */
   const scoreInUnits = async (
     s: Scorer,
@@ -478,23 +506,33 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
     candidates: Head[],
     plan: {groupSize: number; promptsPerRequest: number},
     returns: 'hidden' | 'logprobs',
-    scoreBatch: (batch: Head[], results: {start: number; part: string[]; result: ForwardResult}[], sidecar: string) => number[],
+    scoreBatch: (batch: Head[], results: {start: number; part: string[]; result: ForwardResult}[], sidecar: string) => number[] | Promise<number[]>,
   ): Promise<number[]> => {
     const batches: Head[][] = []
     for (let i = 0; i < candidates.length; i += plan.groupSize) batches.push(candidates.slice(i, i + plan.groupSize))
     const units: Unit<(number | string)[]>[] = batches.map((batch) => ({
       id: `group [${group.map(formatHead).join(',')}] + ${formatHead(batch[0])}-${formatHead(batch.at(-1)!)}`,
-      key: {score: params.score, group: group.map(formatHead), batch: batch.map(formatHead), engine: engineOptions.engine, prefilter: prefilter?.prefilter ?? null, dtype: settings.dtype, fingerprint: settings.model_fingerprint},
+      key: {
+        score: params.score,
+        group: group.map(formatHead),
+        batch: batch.map(formatHead),
+        engine: engineOptions.engine,
+        prefilter: prefilter?.prefilter ?? null,
+        dtype: settings.dtype,
+        fingerprint: settings.model_fingerprint,
+        ...(support > 0 ? {logprob_support: support} : {}), // absent for every token: earlier stored units still match
+      },
       async run(sidecar) {
         const results = []
+        const specs = [...(returns === 'logprobs' ? [spec([])] : []), ...batch.map((h) => spec([...group, h]))]
+        const returned = returns === 'hidden' ? {returnHidden: true} : {returnLogprobs: true, logprobSupport: support}
         for (let start = 0; start < N; start += plan.promptsPerRequest) {
           const part = prompts.slice(start, start + plan.promptsPerRequest)
-          const specs = batch.map((h) => spec([...group, h]))
-          results.push({start, part, result: await forward(sidecar, s, {prompts: part, specs, [returns === 'hidden' ? 'returnHidden' : 'returnLogprobs']: true})})
+          results.push({start, part, result: await forward(sidecar, s, {prompts: part, specs, ...returned})})
         }
 
         const ts = performance.now()
-        const scores = scoreBatch(batch, results, sidecar.endpoint)
+        const scores = await scoreBatch(batch, results, sidecar.endpoint)
         for (const {result} of results) sidecar.recycle(result)
         s.scoreMs += performance.now() - ts
         return scores.map(encodeFloat)
@@ -503,12 +541,12 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
     return (await work.map(units)).flat().map(decodeFloat)
   }
 
-  const newScorer = (): Scorer => ({requests: 0, forwardMs: 0, scoreMs: 0, totals: emptyTotals(), trace: {idleMs: 0}, score: async () => []})
+  const newScorer = (): Scorer => ({requests: 0, forwardMs: 0, scoreMs: 0, totals: emptyTotals(), trace: {idleMs: 0}, score: async () => [], close: async () => {}})
 
   const anglesScorer = async (): Promise<Scorer> => {
     const d = facts.hiddenSize
     const s = newScorer()
-    const clean = matrix(N, d, await cleanRows('hidden', d, s))
+    const clean = matrix(N, d, await cleanHidden(d, s))
     const options = {rMain: params.rMain, centre: params.centre, angleSum: params.angleSum}
     const base: Representation = representation(clean, options)
     subspaceShift(base, base, options) // refuses r_main above the clean matrix's rank, before any scoring
@@ -536,22 +574,22 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
   }
 
   const klScorer = async (): Promise<Scorer> => {
-    const V = facts.vocabSize
+    const width = support > 0 ? support + 1 : facts.vocabSize // log-probs per row, as sent and scored
     const s = newScorer()
-    const clean = await cleanRows('logprobs', V, s)
+    const klThreads = KlThreads.start(klThreadCount(facts.device))
+    s.close = () => klThreads.close()
     const options = {smoothing: params.smoothing}
     s.score = async (group, candidates) => {
-      const plan = planSearch(candidates.length, N, V, maxFloats, false)
+      const plan = planSearch(candidates.length, N, width, maxFloats, false, 1)
       const groupSize = pipelineGroupSize(candidates.length, plan.groupSize)
-      return scoreInUnits(s, group, candidates, {groupSize, promptsPerRequest: plan.promptsPerRequest}, 'logprobs', (batch, results, endpoint) => {
+      return scoreInUnits(s, group, candidates, {groupSize, promptsPerRequest: plan.promptsPerRequest}, 'logprobs', async (batch, results, endpoint) => {
         const sums = new Float64Array(batch.length)
-        for (const {start, part, result} of results) {
+        for (const {part, result} of results) {
           const logprobs = result.tensors.get('logprobs')
-          checkTensor(endpoint, 'logprobs', logprobs, [part.length, batch.length, V])
-          for (let q = 0; q < part.length; q++) {
-            const kl = klFrom(clean.subarray((start + q) * V, (start + q + 1) * V), options)
-            for (let j = 0; j < batch.length; j++) sums[j] += kl(logprobs!.data.subarray((q * batch.length + j) * V, (q * batch.length + j + 1) * V))
-          }
+          checkTensor(endpoint, 'logprobs', logprobs, [part.length, batch.length + 1, width])
+          if (!(logprobs!.data instanceof Float32Array)) throw new Error(`Forward on ${endpoint}: tensor logprobs must be float32`)
+          const kl = await klThreads.score(logprobs!.data, part.length, batch.length + 1, width, options) // [query, head of the batch]
+          for (let q = 0; q < part.length; q++) for (let j = 0; j < batch.length; j++) sums[j] += kl[q * batch.length + j]
         }
 
         return Array.from(sums, (x) => x / N)
@@ -587,6 +625,7 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
     centre: settings.centre,
     angle_sum: settings.angle_sum,
     smoothing: settings.smoothing,
+    logprob_support: settings.logprob_support,
     group: lines.map((l) => ({layer: l.chosen.layer, head: l.chosen.head})),
     steps: lines.map((l) => stepResult(l, params.score)),
     resumed_steps: lines.length - computed.length,
@@ -608,38 +647,42 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
     },
   })
 
-  for (let step = lines.length + 1; step <= params.steps; step++) {
-    scorer ??= await prepare()
-    const ts = performance.now()
-    const requestsBefore = scorer.requests
-    const group = lines.map((l) => l.chosen)
-    const candidates = pool.filter((h) => !group.some((g) => sameHead(g, h)))
-    log(`step ${step}/${params.steps}: scoring ${candidates.length} heads with ${group.length === 0 ? 'no group' : `group ${group.map(formatHead).join(', ')}`} ablated`)
-    const values = await scorer.score(group, candidates)
-    const entries = candidates.map((head, i) => ({head, score: values[i]}))
-    const {best} = chooseHead(entries)
-    const key = params.score === 'angles' ? 'score_deg' : 'mean_kl'
-    const line: StepLine = {
-      step,
-      group_before: group,
-      scores: entries.map((e) => ({layer: e.head.layer, head: e.head.head, [key]: e.score})),
-      chosen: best.head,
-      settings,
-      requests: scorer.requests - requestsBefore,
-      seconds: seconds(performance.now() - ts),
-      finished_at: new Date().toISOString(),
+  try {
+    for (let step = lines.length + 1; step <= params.steps; step++) {
+      scorer ??= await prepare()
+      const ts = performance.now()
+      const requestsBefore = scorer.requests
+      const group = lines.map((l) => l.chosen)
+      const candidates = pool.filter((h) => !group.some((g) => sameHead(g, h)))
+      log(`step ${step}/${params.steps}: scoring ${candidates.length} heads with ${group.length === 0 ? 'no group' : `group ${group.map(formatHead).join(', ')}`} ablated`)
+      const values = await scorer.score(group, candidates)
+      const entries = candidates.map((head, i) => ({head, score: values[i]}))
+      const {best} = chooseHead(entries)
+      const key = params.score === 'angles' ? 'score_deg' : 'mean_kl'
+      const line: StepLine = {
+        step,
+        group_before: group,
+        scores: entries.map((e) => ({layer: e.head.layer, head: e.head.head, [key]: e.score})),
+        chosen: best.head,
+        settings,
+        requests: scorer.requests - requestsBefore,
+        seconds: seconds(performance.now() - ts),
+        finished_at: new Date().toISOString(),
+      }
+      appendLineDurable(jsonlPath, JSON.stringify(line))
+      lines.push(line)
+      computed.push(step)
+      const result = stepResult(line, params.score)
+      log(
+        `step ${step}: ${formatHead(best.head)} (${formatScore(result.score, params.score)}` +
+          `${result.runner_up ? `; next ${formatHead(result.runner_up)} ${formatScore(result.runner_up.score, params.score)}` : ''}), ` +
+          `${line.requests} requests, ${line.seconds} s`,
+      )
+      writeFileAtomic(summaryPath, `${JSON.stringify(summarise(), null, 2)}\n`)
+      context.progress?.(step, params.steps, `step ${step} chose ${formatHead(best.head)}`)
     }
-    appendLineDurable(jsonlPath, JSON.stringify(line))
-    lines.push(line)
-    computed.push(step)
-    const result = stepResult(line, params.score)
-    log(
-      `step ${step}: ${formatHead(best.head)} (${formatScore(result.score, params.score)}` +
-        `${result.runner_up ? `; next ${formatHead(result.runner_up)} ${formatScore(result.runner_up.score, params.score)}` : ''}), ` +
-        `${line.requests} requests, ${line.seconds} s`,
-    )
-    writeFileAtomic(summaryPath, `${JSON.stringify(summarise(), null, 2)}\n`)
-    context.progress?.(step, params.steps, `step ${step} chose ${formatHead(best.head)}`)
+  } finally {
+    await scorer?.close() // the KL threads; a failed step leaves none behind
   }
 
   const summary = summarise()
@@ -666,14 +709,14 @@ export function formatScore(value: number, kind: ScoreKind): string {
   return kind === 'angles' ? `${value.toFixed(4)}°` : `mean KL ${value.toExponential(4)}`
 }
 
-export function describeScore(p: Pick<SearchParams, 'score' | 'rMain' | 'centre' | 'angleSum'>): string {
-  if (p.score === 'kl') return 'kl (mean KL over queries)'
+export function describeScore(p: Pick<SearchParams, 'score' | 'rMain' | 'centre' | 'angleSum' | 'logprobSupport'>): string {
+  if (p.score === 'kl') return `kl (mean KL over queries${p.logprobSupport ? `, over each one's ${p.logprobSupport} likeliest clean tokens + the rest` : ''})`
   return `angles (r_main=${p.rMain}${p.rMain > 1 ? ` ${p.angleSum}` : ''}${p.centre ? ', centred' : ''})`
 }
 
 // ---- the `search` job kind for sweeps -------------------------------------------------------
 
-const OPTION_KEYS = ['matrix', 'steps', 'score', 'r_main', 'centre', 'angle_sum', 'smoothing', 'limit', ...ENGINE_KEYS] as const
+const OPTION_KEYS = ['matrix', 'steps', 'score', 'r_main', 'centre', 'angle_sum', 'smoothing', 'logprob_support', 'limit', ...ENGINE_KEYS] as const
 /** YAML has no flag syntax: centring is `centre: none` (default) or `centre: mean`. */
 const CENTRE_VALUES = ['none', 'mean'] as const
 
@@ -699,6 +742,8 @@ export const searchKind: JobKind<SearchParams, SearchSummary> = {
     const centre = fields.string('centre', {default: 'none', oneOf: CENTRE_VALUES}).value === 'mean'
     const angleSum = fields.string('angle_sum', {default: 'nested', oneOf: ANGLE_SUMS}).value as AngleSum
     const smoothing = fields.number('smoothing', {default: DEFAULT_SMOOTHING, min: 0}).value
+    const logprobSupport = fields.number('logprob_support', {default: 0, integer: true, min: 0}).value
+    if (logprobSupport > 0 && score !== 'kl') throw fields.error('logprob_support', `logprob_support applies to score kl only (score ${score} reads hidden states)`)
     const limit = fields.has('limit') ? fields.number('limit', {integer: true, min: 1}).value : undefined
     const {engineOptions, prefilter} = parseEngineFields(fields)
     if (prefilter && steps > prefilter.k) throw fields.error('prefilter', `prefilter ${formatPrefilter(prefilter)} keeps ${prefilter.k} heads, fewer than steps = ${steps}`)
@@ -706,7 +751,7 @@ export const searchKind: JobKind<SearchParams, SearchSummary> = {
 
     const jobs: JobSpec<SearchParams>[] = []
     for (const {model, dataset, method, eps, template, nameParts: parts} of matrixCells(matrix, prefix)) {
-      if (score === 'kl') parts.push('kl')
+      if (score === 'kl') parts.push('kl', ...(logprobSupport ? [`support${logprobSupport}`] : []))
       else {
         if (rMain !== 1) parts.push(`r${rMain}`)
         if (rMain !== 1 && angleSum !== 'nested') parts.push(angleSum)
@@ -730,7 +775,7 @@ export const searchKind: JobKind<SearchParams, SearchSummary> = {
         kind: 'search',
         name: parts.join('-'),
         model,
-        params: {dataset, method, eps, template, steps, score, rMain, centre, angleSum, smoothing, limit, engineOptions, ...(prefilter ? {prefilter} : {})},
+        params: {dataset, method, eps, template, steps, score, rMain, centre, angleSum, smoothing, limit, engineOptions, ...(prefilter ? {prefilter} : {}), ...(logprobSupport ? {logprobSupport} : {})},
       })
     }
 

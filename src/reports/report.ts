@@ -82,7 +82,10 @@ export function shipsGrids(job: ShipsJob): HeatGrid[] {
   ]
 }
 
-const searchScore = (job: SearchJob) => (job.summary.score === 'angles' ? {key: 'score_deg' as const, label: 'angle (°)', format: (v: number) => v.toFixed(2)} : {key: 'mean_kl' as const, label: 'mean KL', format: exp})
+const searchScore = (job: SearchJob) =>
+  job.summary.score === 'angles'
+    ? {key: 'score_deg' as const, label: 'angle (°)', format: (v: number) => v.toFixed(2)}
+    : {key: 'mean_kl' as const, label: job.summary.logprob_support ? `mean KL (${job.summary.logprob_support}-token support)` : 'mean KL', format: exp}
 
 export function searchGrid(job: SearchJob): HeatGrid | undefined {
   const first = job.steps.find((s) => s.step === 1)
@@ -109,7 +112,7 @@ function tracePoints(job: SearchJob): TracePoint[] {
 }
 
 /** Said wherever a scan's KLs are shown: over a support set they are lower bounds, not the full KL. */
-function supportNote(s: {logprob_support?: number}): string {
+function supportNote(s: {logprob_support?: number | null}): string {
   return s.logprob_support ? ` KL over each query's ${s.logprob_support} likeliest clean tokens and the rest of the mass (--logprob-support): a lower bound of the full KL.` : ''
 }
 
@@ -129,7 +132,7 @@ function traceTable(job: SearchJob): Table {
   return {
     id: safeId(`search-${job.name}`),
     title: `Sahara trace — ${job.name}`,
-    note: `score ${s.score}${s.score === 'angles' ? ` (r_main ${s.r_main}, ${s.centre ? 'centred' : 'not centred'})` : ''}; group ${s.group.map(formatHead).join(', ')}.`,
+    note: `score ${s.score}${s.score === 'angles' ? ` (r_main ${s.r_main}, ${s.centre ? 'centred' : 'not centred'})` : ''}; group ${s.group.map(formatHead).join(', ')}.${supportNote(s)}`,
     columns: ['step', 'head', 'score', 'runner_up', 'runner_up_score'],
     rows: s.steps.map((st) => [st.step, formatHead(st.head), round(st.score), st.runner_up ? formatHead(st.runner_up) : null, st.runner_up ? round(st.runner_up.score) : null]),
   }

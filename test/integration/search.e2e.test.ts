@@ -2,7 +2,8 @@
  * `sahara search` end to end against the real sidecar on a tiny random Llama (3 layers × 4 heads):
  * the JSON and the stored tables, resuming after step k (only the missing steps computed, same
  * group as an uninterrupted run), a torn last line skipped, changed settings refused, --restart,
- * the kl score against query-level ships, and a sweep job of kind search.
+ * the kl score against query-level ships (over every token and over a support set), and a sweep
+ * job of kind search.
  *
  * One detached sidecar serves every run (--endpoint). Skipped without the sidecar's environment,
  * never in CI (test/helpers.ts).
@@ -174,6 +175,38 @@ describe.skipIf(skipIntegration)('search end to end (real sidecar, tiny Llama)',
     expect(human.stdout).toMatch(/^step 1 {2}L\dH\d +mean KL \S+ {3}next: L\dH\d .*\(stored\)$/m)
     expect(human.stdout).toMatch(/^step 2 {2}L\dH\d /m)
     expect(human.stdout).toContain('group: ')
+  })
+
+  it('--score kl --logprob-support K: ships\' support-set KLs, each a lower bound of the full one; K recorded and checked on resume', async () => {
+    const K = 8
+    const result = await search('kl-support', '--steps', '2', '--score', 'kl', '--logprob-support', String(K), '--json')
+    expect(result.exitCode, result.stderr).toBe(0)
+    const summary = JSON.parse(result.stdout) as SearchSummary
+    expect(summary).toMatchObject({score: 'kl', logprob_support: K})
+    const ships = await cli(['ships', '--model', model, '--dataset', prompts, '--endpoint', endpoint, '--out', join(dir, 'ships-support'), '--logprob-support', String(K), '--json'])
+    expect(ships.exitCode, ships.stderr).toBe(0)
+    const ranked = (JSON.parse(ships.stdout) as ShipsSummary).heads
+    const full = await search('kl', '--steps', '1', '--score', 'kl', '--json') // every token (stored by the test above, or computed now)
+    expect(full.exitCode, full.stderr).toBe(0)
+    const fullKl = new Map(readSteps('kl')[0].scores.map((e) => [`${e.layer}.${e.head}`, e.mean_kl as number]))
+    const steps = readSteps('kl-support')
+    expect(steps[0].settings.logprob_support).toBe(K)
+    let below = 0
+    for (const e of steps[0].scores) {
+      const h = ranked.find((r) => r.layer === e.layer && r.head === e.head)!
+      expect(Math.abs((e.mean_kl as number) - h.mean_kl)).toBeLessThanOrEqual(1e-4 * h.mean_kl + 1e-9)
+      const exact = fullKl.get(`${e.layer}.${e.head}`)!
+      expect(e.mean_kl as number).toBeLessThanOrEqual(exact * (1 + 1e-4) + 1e-9)
+      if ((e.mean_kl as number) < exact * (1 - 1e-3)) below++
+    }
+
+    expect(below).toBeGreaterThan(0) // the support really is smaller than the vocabulary
+    const other = await search('kl-support', '--steps', '2', '--score', 'kl', '--logprob-support', '4')
+    expect(other.exitCode).toBe(2)
+    expect(other.stderr).toContain(`holds steps made with logprob_support = ${K}, but this run has logprob_support = 4`)
+    const angles = await search('angles-support', '--steps', '1', '--logprob-support', '4')
+    expect(angles.exitCode).toBe(2)
+    expect(angles.stderr).toContain('--logprob-support applies to --score kl only')
   })
 
   it('run <sweep>: a search job', async () => {

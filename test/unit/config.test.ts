@@ -5,6 +5,7 @@ import {beforeAll, describe, expect, it} from 'vitest'
 
 import type {ConfigError} from '../../src/config/fields.js'
 import {loadSweep, parseSweep} from '../../src/config/sweep.js'
+import type {SearchParams} from '../../src/jobs/search.js'
 import type {ShipsParams} from '../../src/jobs/ships.js'
 import {configErrorOf} from '../helpers.js'
 
@@ -78,6 +79,14 @@ describe('valid sweeps', () => {
     expect(job('    logprob_support: 256\n').logprobSupport).toBe(256)
   })
 
+  it('search logprob_support: with score kl it is sent and named; absent is every token', () => {
+    const jobs = (extra: string) => parseSweep(`name: t\njobs:\n  - kind: search\n    score: kl\n${extra}    matrix: {model: ./tiny, dataset: prompts.txt}\n`, file).jobs
+    expect((jobs('')[0].params as SearchParams).logprobSupport).toBeUndefined()
+    const [job] = jobs('    logprob_support: 64\n')
+    expect((job.params as SearchParams).logprobSupport).toBe(64)
+    expect(job.name).toBe('search-tiny-prompts-ua-1e-5-kl-support64')
+  })
+
   it('the demo sweep in configs/ is well-formed', () => {
     // The organism may not be trained in every checkout; check everything but the model.
     const text = readFileSync('configs/demo-ships.yaml', 'utf8').replace('model: organism', 'model: ./tiny')
@@ -124,6 +133,11 @@ describe('errors say file:line:col, the field and what is wrong', () => {
       'a negative support size',
       'name: t\njobs:\n  - kind: ships\n    logprob_support: -4\n    matrix: {model: ./tiny, dataset: prompts.txt}\n',
       ':4:22: jobs[0].logprob_support: logprob_support must be >= 0, got -4',
+    ],
+    [
+      'a support set for the angles score, which reads no log-probs',
+      'name: t\njobs:\n  - kind: search\n    logprob_support: 16\n    matrix: {model: ./tiny, dataset: prompts.txt}\n',
+      ':4:22: jobs[0].logprob_support: logprob_support applies to score kl only (score angles reads hidden states)',
     ],
     [
       'bad method, at its list position',

@@ -11,8 +11,8 @@ import {csvField, safeId, tableCsv} from '../../src/reports/csv.js'
 import {type HeatGrid, heatmapPixels, heatmapSvg, normalise} from '../../src/reports/heatmap.js'
 import {escapeHtml, formatCell, tableHtml} from '../../src/reports/html.js'
 import {PNG_SIGNATURE, crc32, encodePng} from '../../src/reports/png.js'
-import {pickReplies, shipsGrids} from '../../src/reports/report.js'
-import type {ShipsJob} from '../../src/reports/run-data.js'
+import {pickReplies, searchGrid, shipsGrids} from '../../src/reports/report.js'
+import type {SearchJob, ShipsJob} from '../../src/reports/run-data.js'
 import {RunDataError, readJobSummary} from '../../src/reports/run-data.js'
 
 const logChooseRef = (n: number, k: number) => Array.from({length: k}, (_, i) => Math.log((n - i) / (i + 1))).reduce((a, b) => a + b, 0)
@@ -229,5 +229,20 @@ describe('Ships grids', () => {
     expect(shipsGrids(job(16))[0].title).toBe('Mean Ships (KL, 16-token support) — m · d · UA')
     expect(shipsGrids(job(0))[0].title).toBe('Mean Ships (KL) — m · d · UA')
     expect(shipsGrids(job())[0].title).toBe('Mean Ships (KL) — m · d · UA') // a summary from before the option
+  })
+})
+
+describe('Sahara step-1 grids', () => {
+  const job = (logprobSupport: number | null) =>
+    ({
+      name: 'greedy',
+      summary: {model: 'm', dataset: 'd', method: 'ua', score: 'kl', num_layers: 1, num_heads: 2, group: [{layer: 0, head: 1}], logprob_support: logprobSupport},
+      steps: [{step: 1, scores: [{layer: 0, head: 0, mean_kl: 0.1}, {layer: 0, head: 1, mean_kl: 0.4}]}],
+    }) as unknown as SearchJob
+
+  it('say in the title when the mean KL is over a support set, and put each head where it belongs', () => {
+    expect(searchGrid(job(256))?.title).toBe('Sahara step 1 (each head alone), mean KL (256-token support) — m · d · UA')
+    expect(searchGrid(job(null))?.title).toBe('Sahara step 1 (each head alone), mean KL — m · d · UA')
+    expect(searchGrid(job(null))?.values).toEqual([0.1, 0.4])
   })
 })

@@ -18,6 +18,7 @@ const settings: SearchSettings = {
   centre: false,
   angle_sum: 'nested',
   smoothing: null,
+  logprob_support: null,
   prefilter: null,
 }
 
@@ -43,6 +44,10 @@ describe('search helpers', () => {
     expect(kl.groupSize * kl.promptsPerRequest * 32000).toBeLessThanOrEqual(2 ** 25)
     // one head's matrix larger than the budget: one head, prompts chunked
     expect(planSearch(10, 10_000, 4096, 2 ** 25, true)).toEqual({groupSize: 1, promptsPerRequest: 8192})
+    // score kl: the clean row rides along in every request, and the budget still holds
+    const withClean = planSearch(1024, 100, 32000, 2 ** 25, false, 1)
+    expect((withClean.groupSize + 1) * withClean.promptsPerRequest * 32000).toBeLessThanOrEqual(2 ** 25)
+    expect(planSearch(16, 100, 257, 2 ** 25, false, 1)).toEqual({groupSize: 16, promptsPerRequest: 100})
   })
 
   it('reads stored steps; drops a torn last line (truncating the file); refuses other settings and broken chains', () => {
