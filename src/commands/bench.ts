@@ -9,7 +9,7 @@ import {SaharaCommand} from '../cli/base.js'
 import {ablationFlags, datasetFlag, modelFlag, parseEps, resolveModelAndDataset} from '../cli/ablation-flags.js'
 import {sidecarFlags, withSidecar} from '../cli/sidecar-session.js'
 import {parseMemoryBudget} from '../jobs/engine.js'
-import {SCORES, type ScoreKind} from '../jobs/search.js'
+import {SCORES, type ScoreKind} from '../jobs/search-scoring.js'
 import type {Method, Template} from '../jobs/ships.js'
 
 export default class Bench extends SaharaCommand {

@@ -7,7 +7,8 @@ import {existsSync, readFileSync, readdirSync, statSync} from 'node:fs'
 import {basename, join, resolve} from 'node:path'
 
 import type {AsrReplyLine, AsrSummary} from '../jobs/asr.js'
-import type {SearchSummary, StepLine} from '../jobs/search.js'
+import type {SearchSummary} from '../jobs/search.js'
+import type {StepLine} from '../jobs/search-steps.js'
 import type {ShipsSummary} from '../jobs/ships.js'
 import type {SweepSummary} from './sweep-summary.js'
 

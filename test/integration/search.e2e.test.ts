@@ -13,7 +13,8 @@ import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
-import type {SearchSummary, StepLine} from '../../src/jobs/search.js'
+import type {SearchSummary} from '../../src/jobs/search.js'
+import type {StepLine} from '../../src/jobs/search-steps.js'
 import type {ShipsSummary} from '../../src/jobs/ships.js'
 import {buildTinyModel, cli, skipIntegration} from '../helpers.js'
 

@@ -3,7 +3,8 @@ import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {describe, expect, it} from 'vitest'
 
-import {type SearchSettings, type StepLine, chooseHead, datasetDigest, loadStoredSteps, planSearch} from '../../src/jobs/search.js'
+import {planSearch} from '../../src/jobs/search-scoring.js'
+import {type SearchSettings, type StepLine, chooseHead, datasetDigest, loadStoredSteps} from '../../src/jobs/search-steps.js'
 
 const settings: SearchSettings = {
   model: '/m',
