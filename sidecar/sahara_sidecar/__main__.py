@@ -120,6 +120,7 @@ def serve(args: argparse.Namespace) -> int:
     import torch
 
     from . import loading
+    from .memory import MAX_BUDGET_GIB
     from .protos import health_pb2
     from .security import MIB, SecurityError, configure
     from .server import Limits, build_server
@@ -155,8 +156,8 @@ def serve(args: argparse.Namespace) -> int:
     if args.max_batch_rows < 0:
         print("error: --max-batch-rows must be 0 (from the memory budget) or more", file=sys.stderr)
         return 2
-    if not math.isfinite(args.memory_budget_gib) or args.memory_budget_gib < 0:
-        print("error: --memory-budget-gib must be a finite number >= 0 (0: auto)", file=sys.stderr)
+    if not math.isfinite(args.memory_budget_gib) or not 0 <= args.memory_budget_gib <= MAX_BUDGET_GIB:
+        print(f"error: --memory-budget-gib must be a number from 0 (auto) to {MAX_BUDGET_GIB:g}", file=sys.stderr)
         return 2
     try:
         with contextlib.redirect_stdout(sys.stderr):  # stdout is reserved for the one JSON line

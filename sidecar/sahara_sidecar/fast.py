@@ -437,7 +437,8 @@ class FastEngine:
         self.stats = stats
         self.cost = cost or model_cost(lm)
         self.budget = budget_bytes(memory_budget_gib, lm.device)
-        self.oom_rows = 0  # after an out-of-memory split: the batch size that worked
+        self.oom_rows = 0  # after an out-of-memory split of a batch: the rows that worked
+        self.oom_prompts = 0  # after one of a block (a bucket's recording pass): the prompts that worked
         self.bases, self.plan = assign_bases(specs)
         self.groups: dict[tuple[int, int], list[int]] = {}  # (base, layer) -> specs resumed there
         for m, (base, start) in enumerate(self.plan):
@@ -467,7 +468,8 @@ class FastEngine:
         bucket means less padding (prompts are sorted by length)."""
         rows = self.batch_rows(tokens)
         target = MIN_EFFICIENT_ROWS.get(self.lm.device.type, MIN_EFFICIENT_ROWS["cpu"])
-        return max(1, min(rows, math.ceil(min(rows, target) / (self.resumed_specs + 1))))
+        prompts = max(1, min(rows, math.ceil(min(rows, target) / (self.resumed_specs + 1))))
+        return min(prompts, self.oom_prompts) if self.oom_prompts else prompts
 
     def buckets(self, block: Sequence[int]) -> list[list[int]]:
         """Positions in `block`, sorted by prompt length, cut into buckets (a short tail joins the last)."""
@@ -481,11 +483,17 @@ class FastEngine:
     def _shrunk(self, size: int) -> None:
         self.oom_rows = size
 
+    def _block_shrunk(self, prompts: int) -> None:
+        # A block fails outside the row batches (they split themselves): in the pass that records a
+        # bucket's layer inputs, whose memory grows with its prompts. Fewer prompts per bucket, then;
+        # the row batches keep their size.
+        self.oom_prompts = prompts
+
     def rows(self) -> Iterator[BatchResult]:
         m_count = len(self.specs)
         prompts = list(range(len(self.prompt_ids)))
         for block, result in run_in_batches(
-            prompts, self.block_prompts(), self.run_block, self.stats, self.lm.device, on_split=self._shrunk
+            prompts, self.block_prompts(), self.run_block, self.stats, self.lm.device, on_split=self._block_shrunk
         ):
             logprobs, hidden = result
             yield BatchResult(range(block[0] * m_count, (block[-1] + 1) * m_count), logprobs, hidden)

@@ -22,6 +22,7 @@ from .stats import ForwardStats, ModelCost
 GIB = 1 << 30
 CPU_DEFAULT_BUDGET_GIB = 2.0
 CUDA_FREE_FRACTION = 0.7
+MAX_BUDGET_GIB = float(1 << 20)  # 1 PiB: above any device; also keeps the byte count a finite int
 MAX_AUTO_ROWS = 1024  # larger batches gain nothing measurable and delay the first streamed result
 SAFETY_FACTOR = 2.0  # allocator fragmentation, kernel workspaces, temporaries the formula misses
 

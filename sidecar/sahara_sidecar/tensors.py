@@ -8,6 +8,8 @@ byte_length. The server sends those bytes as they are (`serialize_response`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 from google.protobuf.message import Message
@@ -30,7 +32,7 @@ _TAG_RESPONSE_CHUNK = bytes([2 << 3 | 2])  # ForwardResponse.chunk
 _TAG_NAME, _TAG_OFFSET, _TAG_DATA = bytes([1 << 3 | 2]), bytes([2 << 3 | 0]), bytes([3 << 3 | 2])  # TensorChunk
 
 
-def encode_chunk_response(name: str, offset: int, *parts: bytes | memoryview) -> bytes:
+def encode_chunk_response(name: str, offset: int, *parts: bytes | bytearray | memoryview) -> bytes:
     """The wire bytes of ForwardResponse{chunk: TensorChunk{name, offset, data}}, data the parts joined.
 
     Written by hand so that the tensor's bytes are copied once, into the message: building the
@@ -67,38 +69,39 @@ class ChunkWriter:
         self.name = name
         self.chunk_bytes = chunk_bytes
         self.offset = 0  # where the pending bytes start in the whole tensor
-        self.pending = b""  # less than one chunk, carried to the next write
+        self.pending = bytearray()  # less than one chunk, carried to the next write
 
-    def write(self, tensor: torch.Tensor) -> list[bytes]:
-        """Append the next rows; return every full chunk now available, each an encoded ForwardResponse.
+    def write(self, tensor: torch.Tensor) -> Iterator[bytes]:
+        """Append the next rows; yield every full chunk now available, each an encoded ForwardResponse.
 
-        Chunks are cut from a memoryview of the rows and copied once, into their message; only a
-        tail shorter than a chunk is kept, so a large block costs linear time, not quadratic."""
+        A generator, consumed before the next write: gRPC sends each chunk before asking for the
+        next, so a block's chunks are never all in memory beside the block. Chunks are cut from a
+        memoryview of the rows and copied once, into their message; only a tail shorter than a
+        chunk is kept (in a bytearray: small writes append in amortised constant time)."""
         data = _as_buffer(tensor)
-        responses = []
         start = 0
         if self.pending:
             need = self.chunk_bytes - len(self.pending)
             if len(data) < need:
-                self.pending += bytes(data)
-                return responses
-            responses.append(self._response(self.pending, data[:need]))
-            self.pending = b""
+                self.pending += data
+                return
+            response = self._response(self.pending, data[:need])
+            self.pending = bytearray()
             start = need
+            yield response
         while len(data) - start >= self.chunk_bytes:
-            responses.append(self._response(data[start : start + self.chunk_bytes]))
+            response = self._response(data[start : start + self.chunk_bytes])
             start += self.chunk_bytes
-        self.pending = bytes(data[start:])
-        return responses
+            yield response
+        self.pending = bytearray(data[start:])
 
-    def flush(self) -> list[bytes]:
+    def flush(self) -> Iterator[bytes]:
         """The rest (call once, after the last rows)."""
-        if not self.pending:
-            return []
-        response, self.pending = self._response(self.pending), b""
-        return [response]
+        if self.pending:
+            response, self.pending = self._response(self.pending), bytearray()
+            yield response
 
-    def _response(self, *parts: bytes | memoryview) -> bytes:
+    def _response(self, *parts: bytes | bytearray | memoryview) -> bytes:
         response = encode_chunk_response(self.name, self.offset, *parts)
         self.offset += sum(len(part) for part in parts)
         return response

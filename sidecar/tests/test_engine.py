@@ -88,9 +88,14 @@ def test_chunk_writer_reassembles():
         for n in sizes:
             responses += writer.write(tensor[at : at + n])
             at += n
-        pieces = chunks_of(responses + writer.flush())
+        pieces = chunks_of([*responses, *writer.flush()])
         assert [p.offset for p in pieces] == list(range(0, 7 * 33 * 4, 132))
         assert b"".join(p.data for p in pieces) == tensor.numpy().astype("<f4").tobytes()
+    # chunks are cut as they are asked for: one block's chunks are never all held at once
+    writer = ChunkWriter("t", chunk_bytes=100)
+    chunks = writer.write(tensor)
+    next(chunks)
+    assert writer.offset == 100
 
 
 @pytest.mark.parametrize(

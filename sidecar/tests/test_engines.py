@@ -187,6 +187,27 @@ def test_fast_survives_out_of_memory(tiny_lms, monkeypatch):
     torch.testing.assert_close(hid, ref_hid, atol=2e-5, rtol=0)
 
 
+def test_fast_survives_out_of_memory_while_recording(tiny_lms, monkeypatch):
+    """A bucket's recording pass over more than 2 prompts 'runs out of memory': buckets shrink to 2
+    prompts, same results, and the row batches keep their size (not capped at 2 rows)."""
+    lm = tiny_lms["qwen2"]
+    ids = encode(PROMPTS, "paper", lm.tokenizer)
+    specs = scan_specs(lm)
+    ref_lp, _, _ = run(lm, ids, specs, "fast")
+    real_record = fast.record_layer_args
+
+    def small_memory(lm_, prompts, *rest, **kwargs):
+        if len(prompts) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_record(lm_, prompts, *rest, **kwargs)
+
+    monkeypatch.setattr(fast, "record_layer_args", small_memory)
+    lp, _, stats = run(lm, ids, specs, "fast")
+    assert stats.oom_splits > 0
+    assert stats.max_batch_rows >= 2 * len(specs), stats.max_batch_rows  # a 2-prompt bucket's rows, not 2 rows
+    torch.testing.assert_close(lp, ref_lp, atol=2e-5, rtol=0)
+
+
 def test_last_layer_slicing_is_exact_at_the_last_position(tiny_lms):
     for family in FAMILIES:
         lm = tiny_lms[family]

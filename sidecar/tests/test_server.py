@@ -355,7 +355,7 @@ def test_forward_invalid_engine_and_budget(stub):
         return lambda: stub.Forward(sahara_pb2.ForwardRequest(**{**ok, **changes}), timeout=30)
 
     expect_invalid(call(engine=7), "engine", "7")
-    for budget in (-1.0, math.nan, math.inf):
+    for budget in (-1.0, math.nan, math.inf, 1e300):  # 1e300 GiB: no finite byte count
         expect_invalid(call(memory_budget_gib=budget), "memory_budget_gib")
     _, tensors, _ = forward(stub, **ok)
     assert tensors["logprobs"].shape == (3, 1, 300)
