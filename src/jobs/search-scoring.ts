@@ -56,6 +56,8 @@ export interface CleanRepresentationFacts {
 /**
  * Head groups and prompt chunks so one request holds at most maxFloats, and one group's matrices
  * too; `extraRows` more rows per prompt ride along in every request (score kl: the clean one).
+ * Groups are cut smaller to pipeline (pipelineGroupSize) before the prompts per request are
+ * chosen, so requests still fill the budget.
  */
 export function planSearch(
   nHeads: number,
@@ -66,19 +68,29 @@ export function planSearch(
   extraRows = 0,
 ): {groupSize: number; promptsPerRequest: number} {
   const perHead = holdAllPrompts ? nPrompts * floatsPerRow : floatsPerRow
-  const groupSize = Math.max(1, Math.min(nHeads, Math.floor(maxFloats / perHead) - extraRows))
+  const groupSize = pipelineGroupSize(nHeads, Math.max(1, Math.min(nHeads, Math.floor(maxFloats / perHead) - extraRows)))
   const promptsPerRequest = Math.max(1, Math.min(nPrompts, Math.floor(maxFloats / ((groupSize + extraRows) * floatsPerRow))))
   return {groupSize, promptsPerRequest}
 }
 
-export function checkTensor(endpoint: string, name: string, tensor: {shape: number[]} | undefined, expected: number[]): void {
+export function checkTensor(endpoint: string, name: string, tensor: {shape: number[]} | undefined, expected: number[], rpc = 'Forward'): void {
   if (!tensor || tensor.shape.join(',') !== expected.join(',')) {
-    throw new Error(`Forward on ${endpoint}: expected tensor ${name} of shape [${expected.join(', ')}], got ${tensor ? `[${tensor.shape.join(', ')}]` : 'none'}`)
+    throw new Error(`${rpc} on ${endpoint}: expected tensor ${name} of shape [${expected.join(', ')}], got ${tensor ? `[${tensor.shape.join(', ')}]` : 'none'}`)
   }
 }
 
-/** One Forward's results of a unit, in prompt order: its first prompt's index, its prompts, the result. */
-type UnitResults = {start: number; part: string[]; result: ForwardResult}[]
+/** One Forward of a unit: its first prompt's index, its prompts, the result. */
+interface UnitResult {
+  start: number
+  part: string[]
+  result: ForwardResult
+}
+
+/** Scores one unit's batch of heads from its Forward results, taken in prompt order. */
+interface UnitScoring {
+  add(unit: UnitResult, endpoint: string): void | Promise<void>
+  scores(): number[]
+}
 
 /** Scores candidate heads on the sidecars of `setup.work`; counts its requests and times them. */
 export abstract class Scorer {
@@ -117,16 +129,18 @@ export abstract class Scorer {
   }
 
   /**
-   * Score `candidates` (each ablated with `group`) in units of `groupSize` heads; `scoreBatch`
-   * turns one batch's Forward results, in prompt order, into one score per head. `cleanFirst`:
-   * every request's first spec is the clean model.
+   * Score `candidates` (each ablated with `group`) in units of `groupSize` heads. A unit's
+   * Forwards run one after another; `begin(batch)` makes what takes each one's result as it
+   * arrives (scored while the next is computed, then given back) and yields the batch's scores,
+   * so a unit holds at most two results whatever the number of prompts. `cleanFirst`: every
+   * request's first spec is the clean model.
    */
   protected async scoreInUnits(
     group: Head[],
     candidates: Head[],
     plan: {groupSize: number; promptsPerRequest: number},
     request: {returnHidden?: boolean; returnLogprobs?: boolean; logprobSupport?: number; cleanFirst?: boolean},
-    scoreBatch: (batch: Head[], results: UnitResults, sidecar: string) => number[] | Promise<number[]>,
+    begin: (batch: Head[]) => UnitScoring,
   ): Promise<number[]> {
     const {params, prompts, settings, prefilter, work} = this.setup
     const support = params.logprobSupport ?? 0
@@ -143,24 +157,38 @@ export abstract class Scorer {
         prefilter,
         dtype: settings.dtype,
         fingerprint: settings.model_fingerprint,
-        ...(support > 0 ? {logprob_support: support} : {}), // absent for every token: earlier stored units still match
+        ...(cleanFirst ? {clean: 'same-forward'} : {}), // units scored against a separate clean pass are not mixed in
+        ...(support > 0 ? {logprob_support: support} : {}),
       },
       run: async (sidecar) => {
-        const results: UnitResults = []
+        const scoring = begin(batch)
         const specs = [...(cleanFirst ? [this.spec([])] : []), ...batch.map((h) => this.spec([...group, h]))]
+        let scored: Promise<void> = Promise.resolve()
         for (let start = 0; start < prompts.length; start += plan.promptsPerRequest) {
           const part = prompts.slice(start, start + plan.promptsPerRequest)
-          results.push({start, part, result: await this.forward(sidecar, {prompts: part, specs, ...returned})})
+          const result = await this.forward(sidecar, {prompts: part, specs, ...returned})
+          await scored
+          scored = this.timedScore(async () => {
+            await scoring.add({start, part, result}, sidecar.endpoint)
+            sidecar.recycle(result)
+          })
+          scored.catch(() => {}) // awaited after the next Forward; until then a failure must not count as unhandled
         }
 
-        const ts = performance.now()
-        const scores = await scoreBatch(batch, results, sidecar.endpoint)
-        for (const {result} of results) sidecar.recycle(result)
-        this.scoreMs += performance.now() - ts
-        return scores.map(encodeFloat)
+        await scored
+        return scoring.scores().map(encodeFloat)
       },
     }))
     return (await work.map(units)).flat().map(decodeFloat)
+  }
+
+  private async timedScore(score: () => Promise<void>): Promise<void> {
+    const ts = performance.now()
+    try {
+      await score()
+    } finally {
+      this.scoreMs += performance.now() - ts
+    }
   }
 }
 
@@ -187,20 +215,21 @@ export class AnglesScorer extends Scorer {
     const d = facts.hiddenSize
     const options = this.options()
     const plan = planSearch(candidates.length, N, d, maxFloats, true)
-    const groupSize = pipelineGroupSize(candidates.length, plan.groupSize)
-    return this.scoreInUnits(group, candidates, {groupSize, promptsPerRequest: plan.promptsPerRequest}, {returnHidden: true}, (batch, results, endpoint) => {
+    return this.scoreInUnits(group, candidates, plan, {returnHidden: true}, (batch) => {
       const rows = new Float32Array(N * batch.length * d) // [N, heads of the batch, d]
-      for (const {start, part, result} of results) {
-        const hidden = result.tensors.get('hidden')
-        checkTensor(endpoint, 'hidden', hidden, [part.length, batch.length, d])
-        rows.set(hidden!.data, start * batch.length * d)
+      return {
+        add({start, part, result}, endpoint) {
+          const hidden = result.tensors.get('hidden')
+          checkTensor(endpoint, 'hidden', hidden, [part.length, batch.length, d])
+          rows.set(hidden!.data, start * batch.length * d)
+        },
+        scores: () =>
+          batch.map((_, j) => {
+            const m = matrix(N, d)
+            for (let i = 0; i < N; i++) for (let k = 0; k < d; k++) m.data[i * d + k] = rows[(i * batch.length + j) * d + k]
+            return subspaceShift(this.base, representation(m, options), options).score
+          }),
       }
-
-      return batch.map((_, j) => {
-        const m = matrix(N, d)
-        for (let i = 0; i < N; i++) for (let k = 0; k < d; k++) m.data[i * d + k] = rows[(i * batch.length + j) * d + k]
-        return subspaceShift(this.base, representation(m, options), options).score
-      })
     })
   }
 
@@ -247,19 +276,19 @@ export class KlScorer extends Scorer {
     const width = support > 0 ? support + 1 : facts.vocabSize // log-probs per row, as sent and scored
     const options = {smoothing: params.smoothing}
     const plan = planSearch(candidates.length, N, width, maxFloats, false, 1)
-    const groupSize = pipelineGroupSize(candidates.length, plan.groupSize)
     const request = {returnLogprobs: true, logprobSupport: support, cleanFirst: true}
-    return this.scoreInUnits(group, candidates, {groupSize, promptsPerRequest: plan.promptsPerRequest}, request, async (batch, results, endpoint) => {
-      const sums = new Float64Array(batch.length)
-      for (const {part, result} of results) {
-        const logprobs = result.tensors.get('logprobs')
-        checkTensor(endpoint, 'logprobs', logprobs, [part.length, batch.length + 1, width])
-        if (!(logprobs!.data instanceof Float32Array)) throw new Error(`Forward on ${endpoint}: tensor logprobs must be float32`)
-        const kl = await this.klThreads.score(logprobs!.data, part.length, batch.length + 1, width, options) // [query, head of the batch]
-        for (let q = 0; q < part.length; q++) for (let j = 0; j < batch.length; j++) sums[j] += kl[q * batch.length + j]
+    return this.scoreInUnits(group, candidates, plan, request, (batch) => {
+      const sums = new Float64Array(batch.length) // the KL summed over queries, per head of the batch
+      return {
+        add: async ({part, result}, endpoint) => {
+          const logprobs = result.tensors.get('logprobs')
+          checkTensor(endpoint, 'logprobs', logprobs, [part.length, batch.length + 1, width])
+          if (!(logprobs!.data instanceof Float32Array)) throw new Error(`Forward on ${endpoint}: tensor logprobs must be float32`)
+          const kl = await this.klThreads.score(logprobs!.data, part.length, batch.length + 1, width, options) // [query, head of the batch]
+          for (let q = 0; q < part.length; q++) for (let j = 0; j < batch.length; j++) sums[j] += kl[q * batch.length + j]
+        },
+        scores: () => Array.from(sums, (x) => x / N),
       }
-
-      return Array.from(sums, (x) => x / N)
     })
   }
 

@@ -10,7 +10,7 @@ import {resolve} from 'node:path'
 
 import type {Head} from '../science/heads.js'
 import type {AngleSum} from '../science/subspace.js'
-import {formatPrefilter} from './engine.js'
+import {decodeFloat, formatPrefilter} from './engine.js'
 import type {SearchParams} from './search.js'
 import type {ScoreKind} from './search-scoring.js'
 import type {Method, Template} from './ships.js'
@@ -42,11 +42,13 @@ export interface SearchSettings {
 /** What a run chose that its summary reports as its stored steps do (the score's options included). */
 export type SearchChoices = Pick<SearchSettings, 'dataset' | 'n_queries' | 'method' | 'eps' | 'template' | 'score' | 'r_main' | 'centre' | 'angle_sum' | 'smoothing' | 'logprob_support'>
 
+/** A head's score in a stored step; a score that is not finite (an infinite KL with smoothing 0) is
+ * stored as its string, "Infinity" (JSON has none), and null in lines written before that rule. */
 export interface ScoreEntry {
   layer: number
   head: number
-  score_deg?: number
-  mean_kl?: number
+  score_deg?: number | string | null
+  mean_kl?: number | string | null
 }
 
 export interface StepLine {
@@ -144,7 +146,7 @@ export function loadStoredSteps(path: string, settings: SearchSettings, options:
     let line: StepLine
     try {
       line = JSON.parse(raw) as StepLine
-      if (typeof line !== 'object' || line === null || !Array.isArray(line.scores) || !line.chosen || !line.settings) throw new Error('not a step record')
+      if (typeof line !== 'object' || line === null || !Array.isArray(line.scores) || !Array.isArray(line.group_before) || !line.chosen || !line.settings) throw new Error('not a step record')
     } catch (error) {
       if (i === parts.length - 1 && trailing === '') {
         torn = `an unreadable last line (${(error as Error).message})`
@@ -192,16 +194,20 @@ export function chooseHead(entries: {head: Head; score: number}[]): {best: {head
 }
 
 export function scoreOf(entry: ScoreEntry, kind: ScoreKind): number {
-  return (kind === 'angles' ? entry.score_deg : entry.mean_kl) ?? Number.NaN
+  return decodeFloat((kind === 'angles' ? entry.score_deg : entry.mean_kl) ?? Number.NaN)
 }
 
+/** The step's chosen head with its own score, and the best of the others. */
 export function stepResult(line: StepLine, kind: ScoreKind): StepResult {
-  const {best, runnerUp} = chooseHead(line.scores.map((e) => ({head: {layer: e.layer, head: e.head}, score: scoreOf(e, kind)})))
+  const entries = line.scores.map((e) => ({head: {layer: e.layer, head: e.head}, score: scoreOf(e, kind)}))
+  const score = entries.find((e) => sameHead(e.head, line.chosen))?.score ?? Number.NaN
+  const others = entries.filter((e) => !sameHead(e.head, line.chosen))
+  const runnerUp = others.length > 0 ? chooseHead(others).best : null
   return {
     step: line.step,
     head: {layer: line.chosen.layer, head: line.chosen.head},
-    score: best.score,
-    ...(kind === 'angles' ? {score_deg: best.score} : {mean_kl: best.score}),
+    score,
+    ...(kind === 'angles' ? {score_deg: score} : {mean_kl: score}),
     runner_up: runnerUp ? {...runnerUp.head, score: runnerUp.score} : null,
   }
 }

@@ -39,6 +39,7 @@ import {
   type StatsTotals,
   closeTrace,
   emptyTotals,
+  encodeFloat,
   formatPrefilter,
   parseEngineFields,
   prefilterHeads,
@@ -168,9 +169,16 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
     if (params.prefilter) {
       const result = await client.attribute({prompts, template, method: METHOD_ENUM[params.method], eps: params.eps})
       const attribution = result.tensors.get('attribution')
-      checkTensor(client.endpoint, 'attribution', attribution, [N, geometry.numLayers, geometry.numHeads])
+      checkTensor(client.endpoint, 'attribution', attribution, [N, geometry.numLayers, geometry.numHeads], 'Attribute')
       const chosen = prefilterHeads(attribution!.data, N, geometry, params.prefilter.k)
       pool = chosen.heads
+      // Resuming: step 1's table lists the pool the stored steps chose from. Attribution on another
+      // host (or GPU noise) may rank the K-th head differently; the stored steps' pool is kept.
+      const storedPool = lines[0]?.scores.map(({layer, head}) => ({layer, head}))
+      if (storedPool && !(storedPool.length === pool.length && storedPool.every((h) => pool.some((p) => sameHead(h, p))))) {
+        log(`  warning: the pre-filter now keeps ${pool.map(formatHead).join(', ')}; the stored steps chose from ${storedPool.map(formatHead).join(', ')}, which the search keeps`)
+        pool = storedPool
+      }
       prefilter = prefilterSummary(params.prefilter, pool, chosen.meanAbs, geometry, seconds(performance.now() - tb))
       log(`pre-filter ${prefilter.prefilter}: steps choose from ${pool.map(formatHead).join(', ')}`)
     }
@@ -244,7 +252,7 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
       const line: StepLine = {
         step,
         group_before: group,
-        scores: entries.map((e) => ({layer: e.head.layer, head: e.head.head, [key]: e.score})),
+        scores: entries.map((e) => ({layer: e.head.layer, head: e.head.head, [key]: encodeFloat(e.score)})),
         chosen: best.head,
         settings,
         requests: scorer.requests - requestsBefore,

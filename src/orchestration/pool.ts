@@ -196,7 +196,7 @@ export class EndpointPool<C> {
               if (this.options.isHostFailure(error)) {
                 attempts[index]++
                 if (attempts[index] >= this.maxAttempts) {
-                  failure ??= new NoEndpointsError(`a unit failed on ${attempts[index]} hosts in a row, last on ${state.endpoint.id}: ${describeError(error)}`)
+                  failure ??= new NoEndpointsError(`a unit failed ${attempts[index]} times in a row with a host failure (a host may come back and be tried again), last on ${state.endpoint.id}: ${describeError(error)}`)
                 } else {
                   queue.unshift(index)
                   this.drop(state, describeError(error))

@@ -7,6 +7,7 @@
  */
 import type {AsrReplyLine} from '../jobs/asr.js'
 import type {JobSpec} from '../jobs/registry.js'
+import {scoreOf} from '../jobs/search-steps.js'
 import type {HeadSelection} from '../science/head-sets.js'
 import {formatHead} from '../science/heads.js'
 import {type TracePoint, traceSvg} from './chart.js'
@@ -84,8 +85,8 @@ export function shipsGrids(job: ShipsJob): HeatGrid[] {
 
 const searchScore = (job: SearchJob) =>
   job.summary.score === 'angles'
-    ? {key: 'score_deg' as const, label: 'angle (°)', format: (v: number) => v.toFixed(2)}
-    : {key: 'mean_kl' as const, label: job.summary.logprob_support ? `mean KL (${job.summary.logprob_support}-token support)` : 'mean KL', format: exp}
+    ? {label: 'angle (°)', format: (v: number) => v.toFixed(2)}
+    : {label: job.summary.logprob_support ? `mean KL (${job.summary.logprob_support}-token support)` : 'mean KL', format: exp}
 
 export function searchGrid(job: SearchJob): HeatGrid | undefined {
   const first = job.steps.find((s) => s.step === 1)
@@ -93,7 +94,7 @@ export function searchGrid(job: SearchJob): HeatGrid | undefined {
   const s = job.summary
   const score = searchScore(job)
   const values = new Array<number>(s.num_layers * s.num_heads).fill(Number.NaN)
-  for (const e of first.scores) values[e.layer * s.num_heads + e.head] = e[score.key] ?? Number.NaN
+  for (const e of first.scores) values[e.layer * s.num_heads + e.head] = scoreOf(e, s.score)
   return {
     id: safeId(`${job.name}-step1`),
     title: `Sahara step 1 (each head alone), ${score.label} — ${s.model} · ${s.dataset} · ${s.method.toUpperCase()}`,

@@ -109,6 +109,27 @@ describe.skipIf(skipIntegration)('search end to end (real sidecar, tiny Llama)',
     expect(JSON.parse(fewer.stdout)).toMatchObject({group: full.group.slice(0, 2), computed_steps: [], requests: 0})
   })
 
+  it('--prefilter resumed: when attribution now keeps other heads, the stored steps\' pool is kept (with a warning)', async () => {
+    const first = await search('atp', '--steps', '1', '--prefilter', 'atp:4', '--json')
+    expect(first.exitCode, first.stderr).toBe(0)
+    const pool = (JSON.parse(first.stdout) as SearchSummary).prefilter!.scored
+    expect(pool).toHaveLength(4)
+    // Stand in for a host whose attribution ranks the 4th head differently: swap a head that was
+    // not chosen for one outside the pool, scored below the chosen one.
+    const [line] = readSteps('atp')
+    const outside = Array.from({length: L * H}, (_, i) => `L${Math.floor(i / H)}H${i % H}`).find((h) => !pool.includes(h))!
+    const swapped = line.scores.findIndex((e) => e.layer !== line.chosen.layer || e.head !== line.chosen.head)
+    line.scores[swapped] = {layer: Number(outside[1]), head: Number(outside[3]), score_deg: 0}
+    writeFileSync(join(dir, 'atp', 'search.jsonl'), `${JSON.stringify(line)}\n`)
+    const resumed = await search('atp', '--steps', '2', '--prefilter', 'atp:4', '--json')
+    expect(resumed.exitCode, resumed.stderr).toBe(0)
+    expect(resumed.stderr).toContain(`warning: the pre-filter now keeps ${pool.join(', ')}; the stored steps chose from`)
+    const step2 = readSteps('atp')[1]
+    const expected = line.scores.filter((e) => e.layer !== line.chosen.layer || e.head !== line.chosen.head).map((e) => `L${e.layer}H${e.head}`)
+    expect(step2.scores.map((e) => `L${e.layer}H${e.head}`).sort()).toEqual(expected.sort())
+    expect(expected).toContain(outside)
+  })
+
   it('a torn last line (a crash mid-write) is skipped with a warning and recomputed', async () => {
     const lines = readFileSync(join(dir, 'full', 'search.jsonl'), 'utf8').split('\n')
     const torn = join(dir, 'torn')

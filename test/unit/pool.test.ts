@@ -85,7 +85,7 @@ describe('the endpoint pool', () => {
     const poison = async (client: {id: string}) => {
       throw new HostDown(`${client.id} crashed`)
     }
-    await expect(pool.run([poison])).rejects.toThrow('a unit failed on 3 hosts in a row')
+    await expect(pool.run([poison])).rejects.toThrow('a unit failed 3 times in a row with a host failure')
     pool.close()
   })
 })

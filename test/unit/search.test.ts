@@ -4,7 +4,7 @@ import {join} from 'node:path'
 import {describe, expect, it} from 'vitest'
 
 import {planSearch} from '../../src/jobs/search-scoring.js'
-import {type SearchSettings, type StepLine, chooseHead, datasetDigest, loadStoredSteps} from '../../src/jobs/search-steps.js'
+import {type SearchSettings, type StepLine, chooseHead, datasetDigest, loadStoredSteps, stepResult} from '../../src/jobs/search-steps.js'
 
 const settings: SearchSettings = {
   model: '/m',
@@ -36,6 +36,18 @@ describe('search helpers', () => {
     expect(runnerUp?.head).toEqual({layer: 0, head: 1})
   })
 
+  it('a stored step reports its chosen head with that head\'s own score, an infinite one included', () => {
+    const kl = (scores: StepLine['scores'], chosen = {layer: 0, head: 1}): StepLine => ({...line(1, chosen, []), scores, settings: {...settings, score: 'kl'}})
+    // JSON has no Infinity: stored as "Infinity" (encodeFloat), read back as a number
+    const infinite = stepResult(JSON.parse(JSON.stringify(kl([{layer: 0, head: 0, mean_kl: 0.5}, {layer: 0, head: 1, mean_kl: 'Infinity'}]))) as StepLine, 'kl')
+    expect(infinite).toMatchObject({head: {layer: 0, head: 1}, score: Number.POSITIVE_INFINITY, runner_up: {layer: 0, head: 0, score: 0.5}})
+    // lines written before that rule hold null: the chosen head keeps its place, its score unknown
+    const old = stepResult(kl([{layer: 0, head: 0, mean_kl: 0.5}, {layer: 0, head: 1, mean_kl: null}, {layer: 1, head: 0, mean_kl: 0.2}]), 'kl')
+    expect(old.head).toEqual({layer: 0, head: 1})
+    expect(old.score).toBeNaN()
+    expect(old.runner_up).toEqual({layer: 0, head: 0, score: 0.5})
+  })
+
   it('plans bounded requests: heads per group, prompts per request', () => {
     expect(planSearch(16, 100, 128, 2 ** 25, true)).toEqual({groupSize: 16, promptsPerRequest: 100})
     // Llama-2-7b-like: 100 prompts x 4096 hidden per head -> 81 heads per group, all prompts at once
@@ -48,6 +60,8 @@ describe('search helpers', () => {
     // score kl: the clean row rides along in every request, and the budget still holds
     const withClean = planSearch(1024, 100, 32000, 2 ** 25, false, 1)
     expect((withClean.groupSize + 1) * withClean.promptsPerRequest * 32000).toBeLessThanOrEqual(2 ** 25)
+    // cut to a quarter of the heads to pipeline, and the requests then hold 4x the prompts
+    expect(withClean).toEqual({groupSize: 256, promptsPerRequest: 4})
     expect(planSearch(16, 100, 257, 2 ** 25, false, 1)).toEqual({groupSize: 16, promptsPerRequest: 100})
   })
 
