@@ -7,8 +7,9 @@
  */
 import type {Fields} from '../config/fields.js'
 import {ConfigError} from '../config/fields.js'
+import type {EndpointPool} from '../orchestration/pool.js'
 import {type Head, formatHead} from '../science/heads.js'
-import {Engine, type ForwardStats} from '../sidecar/client.js'
+import {type AttributeRequest, Engine, type ForwardStats, type SidecarClient} from '../sidecar/client.js'
 
 export const ENGINES = ['fast', 'naive'] as const
 export type EngineName = (typeof ENGINES)[number]
@@ -127,6 +128,32 @@ export function prefilterSummary(p: Prefilter, heads: Head[], meanAbs: Float64Ar
     attribution: Array.from({length: geometry.numLayers}, (_, l) => Array.from(meanAbs.subarray(l * geometry.numHeads, (l + 1) * geometry.numHeads))),
     attribute_s: seconds,
   }
+}
+
+/**
+ * The pre-filter: one Attribute call on the job's sidecars (another takes over if its host fails),
+ * its [N, L, H] estimate checked, and the K heads it keeps.
+ */
+export async function runPrefilter(
+  pool: EndpointPool<SidecarClient>,
+  p: Prefilter,
+  request: Partial<AttributeRequest> & {prompts: string[]},
+  geometry: {numLayers: number; numHeads: number},
+): Promise<{heads: Head[]; summary: PrefilterSummary}> {
+  const t0 = performance.now()
+  const expected = [request.prompts.length, geometry.numLayers, geometry.numHeads]
+  const [attribution] = await pool.run([
+    async (sidecar: SidecarClient) => {
+      const tensor = (await sidecar.attribute(request)).tensors.get('attribution')
+      if (!tensor || tensor.shape.join(',') !== expected.join(',')) {
+        throw new Error(`Attribute on ${sidecar.endpoint}: expected tensor attribution of shape [${expected.join(', ')}], got ${tensor ? `[${tensor.shape.join(', ')}]` : 'none'}`)
+      }
+
+      return tensor.data
+    },
+  ])
+  const chosen = prefilterHeads(attribution, request.prompts.length, geometry, p.k)
+  return {heads: chosen.heads, summary: prefilterSummary(p, chosen.heads, chosen.meanAbs, geometry, Math.round(performance.now() - t0) / 1000)}
 }
 
 /** ForwardStats summed over a job's requests (snake_case, for summary.json). */

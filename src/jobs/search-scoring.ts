@@ -73,9 +73,9 @@ export function planSearch(
   return {groupSize, promptsPerRequest}
 }
 
-export function checkTensor(endpoint: string, name: string, tensor: {shape: number[]} | undefined, expected: number[], rpc = 'Forward'): void {
+function checkTensor(endpoint: string, name: string, tensor: {shape: number[]} | undefined, expected: number[]): void {
   if (!tensor || tensor.shape.join(',') !== expected.join(',')) {
-    throw new Error(`${rpc} on ${endpoint}: expected tensor ${name} of shape [${expected.join(', ')}], got ${tensor ? `[${tensor.shape.join(', ')}]` : 'none'}`)
+    throw new Error(`Forward on ${endpoint}: expected tensor ${name} of shape [${expected.join(', ')}], got ${tensor ? `[${tensor.shape.join(', ')}]` : 'none'}`)
   }
 }
 

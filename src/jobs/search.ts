@@ -42,13 +42,12 @@ import {
   encodeFloat,
   formatPrefilter,
   parseEngineFields,
-  prefilterHeads,
-  prefilterSummary,
   roundedTotals,
+  runPrefilter,
 } from './engine.js'
 import {matrixCells, parseMatrix} from './matrix.js'
 import type {JobKind, JobSpec, ParseContext, RunContext} from './registry.js'
-import {AnglesScorer, type CleanRepresentationFacts, SCORES, SEARCH_MAX_FLOATS, type ScoreKind, type Scorer, checkTensor, startScorer} from './search-scoring.js'
+import {AnglesScorer, type CleanRepresentationFacts, SCORES, SEARCH_MAX_FLOATS, type ScoreKind, type Scorer, startScorer} from './search-scoring.js'
 import {type SearchChoices, type StepLine, type StepResult, SearchStateError, chooseHead, promptsOf, sameHead, searchSettings, stepResult, storedSteps} from './search-steps.js'
 import {METHOD_ENUM, type Method, TEMPLATE_ENUM, type Template, formatEps} from './ships.js'
 
@@ -150,7 +149,6 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
   const jsonlPath = resolve(outDir, 'search.jsonl')
   const stored = storedSteps(jsonlPath, settings, params, log)
   const lines: StepLine[] = stored.slice(0, params.steps)
-  const template = TEMPLATE_ENUM[params.template]
   const N = prompts.length
 
   log(
@@ -166,24 +164,24 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
   /** The pre-filter (its Attribute call), then the scorer (the clean pass of score angles): once, when a step must be computed. */
   const prepare = async (): Promise<Scorer> => {
     const tb = performance.now()
+    const work = context.work ?? singleClientWork(client, {name: 'search', key: ''})
     if (params.prefilter) {
-      const result = await client.attribute({prompts, template, method: METHOD_ENUM[params.method], eps: params.eps})
-      const attribution = result.tensors.get('attribution')
-      checkTensor(client.endpoint, 'attribution', attribution, [N, geometry.numLayers, geometry.numHeads], 'Attribute')
-      const chosen = prefilterHeads(attribution!.data, N, geometry, params.prefilter.k)
-      pool = chosen.heads
+      const request = {prompts, template: TEMPLATE_ENUM[params.template], method: METHOD_ENUM[params.method], eps: params.eps}
+      const kept = await runPrefilter(work.pool, params.prefilter, request, geometry)
+      pool = kept.heads
+      prefilter = kept.summary
       // Resuming: step 1's table lists the pool the stored steps chose from. Attribution on another
       // host (or GPU noise) may rank the K-th head differently; the stored steps' pool is kept.
       const storedPool = lines[0]?.scores.map(({layer, head}) => ({layer, head}))
       if (storedPool && !(storedPool.length === pool.length && storedPool.every((h) => pool.some((p) => sameHead(h, p))))) {
         log(`  warning: the pre-filter now keeps ${pool.map(formatHead).join(', ')}; the stored steps chose from ${storedPool.map(formatHead).join(', ')}, which the search keeps`)
         pool = storedPool
+        kept.summary.scored = pool.map(formatHead)
       }
-      prefilter = prefilterSummary(params.prefilter, pool, chosen.meanAbs, geometry, seconds(performance.now() - tb))
-      log(`pre-filter ${prefilter.prefilter}: steps choose from ${pool.map(formatHead).join(', ')}`)
+
+      log(`pre-filter ${kept.summary.prefilter}: steps choose from ${pool.map(formatHead).join(', ')}`)
     }
 
-    const work = context.work ?? singleClientWork(client, {name: 'search', key: ''})
     const started = await startScorer({params, prompts, facts, work, maxFloats: params.maxFloats ?? SEARCH_MAX_FLOATS, settings, prefilter: prefilter?.prefilter ?? null})
     baseMs = performance.now() - tb
     return started

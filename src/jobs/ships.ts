@@ -46,9 +46,8 @@ import {
   engineRequest,
   outstandingTracker,
   parseEngineFields,
-  prefilterHeads,
-  prefilterSummary,
   roundedTotals,
+  runPrefilter,
 } from './engine.js'
 import {matrixCells, parseMatrix} from './matrix.js'
 import {lengthOrder} from './prompt-order.js'
@@ -202,22 +201,12 @@ export async function runShips(
   const engineOptions = params.engineOptions ?? DEFAULT_ENGINE
   const allOfThem = allHeads(geometry)
   let heads = allOfThem
+  const work = context.work ?? singleClientWork(client, {name: 'ships', key: ''})
   let prefilter: PrefilterSummary | undefined
-  let attributeMs = 0
   if (params.prefilter) {
     if (params.method === 'mean') throw new Error('the attribution pre-filter needs method ua or sc (mean ablation has no eps to differentiate)')
-    const ta = performance.now()
-    const result = await client.attribute({prompts, template: TEMPLATE_ENUM[params.template], method: METHOD_ENUM[params.method], eps: params.eps})
-    attributeMs = performance.now() - ta
-    const attribution = result.tensors.get('attribution')
-    const expected = [prompts.length, geometry.numLayers, geometry.numHeads]
-    if (!attribution || attribution.shape.join(',') !== expected.join(',')) {
-      throw new Error(`Attribute on ${client.endpoint}: expected tensor attribution of shape [${expected.join(', ')}], got ${attribution ? `[${attribution.shape.join(', ')}]` : 'none'}`)
-    }
-
-    const chosen = prefilterHeads(attribution.data, prompts.length, geometry, params.prefilter.k)
-    heads = chosen.heads
-    prefilter = prefilterSummary(params.prefilter, heads, chosen.meanAbs, geometry, seconds(attributeMs))
+    const request = {prompts, template: TEMPLATE_ENUM[params.template], method: METHOD_ENUM[params.method], eps: params.eps}
+    ;({heads, summary: prefilter} = await runPrefilter(work.pool, params.prefilter, request, geometry))
   }
 
   const headIndex = heads.map((h) => h.layer * geometry.numHeads + h.head)
@@ -259,7 +248,6 @@ export async function runShips(
   const groups = plan.headGroups.length
   const groupOffset = plan.headGroups.map((_, g) => plan.headGroups.slice(0, g).reduce((n, x) => n + x.length, 0))
   const chunkOf = (c: number) => order.slice(c * plan.promptsPerRequest, (c + 1) * plan.promptsPerRequest)
-  const work = context.work ?? singleClientWork(client, {name: 'ships', key: ''})
   const modelId = model.kind === 'remote' ? facts.model : model.source
   let done = 0
   const units: Unit<ShipsUnit>[] = Array.from({length: nRequests}, (_, r) => {
@@ -362,7 +350,7 @@ export async function runShips(
     requests: totals.requests,
     timings: {
       describe_s: seconds(tDescribe),
-      attribute_s: seconds(attributeMs),
+      attribute_s: prefilter?.attribute_s ?? 0,
       forward_s: seconds(forwardMs),
       kl_s: seconds(klMs),
       kl_threads: klThreads.threads,
