@@ -10,9 +10,9 @@ import {resolve} from 'node:path'
 
 import type {Head} from '../science/heads.js'
 import type {AngleSum} from '../science/subspace.js'
-import {decodeFloat, formatPrefilter} from './engine.js'
+import {type PrefilterSummary, decodeFloat, formatPrefilter} from './engine.js'
 import type {SearchParams} from './search.js'
-import type {ScoreKind} from './search-scoring.js'
+import type {CleanRepresentationFacts, ScoreKind} from './search-scoring.js'
 import type {Method, Template} from './ships.js'
 
 /** What stored steps must agree on to be resumed. Irrelevant options are null. */
@@ -60,6 +60,10 @@ export interface StepLine {
   requests: number
   seconds: number
   finished_at: string
+  /** What the run that computed this step worked out once before its steps, kept so that a run
+   * reading every step back still reports it (absent in lines from before, or without either). */
+  prefilter?: PrefilterSummary
+  clean_representation?: CleanRepresentationFacts
 }
 
 export interface StepResult {

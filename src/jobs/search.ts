@@ -187,6 +187,13 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
     return started
   }
 
+  /** The pre-filter and the clean representation: this run's, else those the stored steps kept. */
+  const onceFacts = (): Pick<SearchSummary, 'prefilter' | 'clean_representation'> => {
+    const cleanFacts = scorer instanceof AnglesScorer ? scorer.cleanFacts : lines.findLast((l) => l.clean_representation)?.clean_representation
+    const kept = prefilter ?? lines.findLast((l) => l.prefilter)?.prefilter
+    return {...(kept ? {prefilter: kept} : {}), ...(cleanFacts ? {clean_representation: cleanFacts} : {})}
+  }
+
   const computed: number[] = []
   const summaryPath = resolve(outDir, 'summary.json')
   const summarise = (): SearchSummary => {
@@ -218,8 +225,7 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
     steps: lines.map((l) => stepResult(l, params.score)),
     resumed_steps: lines.length - computed.length,
     computed_steps: [...computed],
-    ...(scorer instanceof AnglesScorer ? {clean_representation: scorer.cleanFacts} : {}),
-    ...(prefilter ? {prefilter} : {}),
+    ...onceFacts(),
     sidecar: sidecarInfo(client.endpoint, facts),
     requests: scorer?.requests ?? 0,
     timings: {
@@ -256,6 +262,8 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
         requests: scorer.requests - requestsBefore,
         seconds: seconds(performance.now() - ts),
         finished_at: new Date().toISOString(),
+        ...(prefilter ? {prefilter} : {}),
+        ...(scorer instanceof AnglesScorer ? {clean_representation: scorer.cleanFacts} : {}),
       }
       appendLineDurable(jsonlPath, JSON.stringify(line))
       lines.push(line)

@@ -106,7 +106,11 @@ describe.skipIf(skipIntegration)('search end to end (real sidecar, tiny Llama)',
     // Asking for fewer steps than stored computes nothing.
     const fewer = await search('resume', '--steps', '2', '--json')
     expect(fewer.exitCode, fewer.stderr).toBe(0)
-    expect(JSON.parse(fewer.stdout)).toMatchObject({group: full.group.slice(0, 2), computed_steps: [], requests: 0})
+    const readBack = JSON.parse(fewer.stdout) as SearchSummary
+    expect(readBack).toMatchObject({group: full.group.slice(0, 2), computed_steps: [], requests: 0})
+    // nothing computed, yet the clean representation's facts are reported, as the steps kept them
+    expect(readBack.clean_representation?.singular_values).toHaveLength(full.clean_representation!.singular_values.length)
+    expect(readBack.clean_representation!.mean_energy_share).toBeCloseTo(full.clean_representation!.mean_energy_share, 6)
   })
 
   it('--prefilter resumed: when attribution now keeps other heads, the stored steps\' pool is kept (with a warning)', async () => {
@@ -128,6 +132,12 @@ describe.skipIf(skipIntegration)('search end to end (real sidecar, tiny Llama)',
     const expected = line.scores.filter((e) => e.layer !== line.chosen.layer || e.head !== line.chosen.head).map((e) => `L${e.layer}H${e.head}`)
     expect(step2.scores.map((e) => `L${e.layer}H${e.head}`).sort()).toEqual(expected.sort())
     expect(expected).toContain(outside)
+    // read back whole: the pre-filter as the last run kept it, though nothing was recomputed
+    const again = await search('atp', '--steps', '2', '--prefilter', 'atp:4', '--json')
+    expect(again.exitCode, again.stderr).toBe(0)
+    const summary = JSON.parse(again.stdout) as SearchSummary
+    expect(summary).toMatchObject({computed_steps: [], requests: 0})
+    expect(summary.prefilter?.scored.slice().sort()).toEqual(line.scores.map((e) => `L${e.layer}H${e.head}`).sort())
   })
 
   it('a torn last line (a crash mid-write) is skipped with a warning and recomputed', async () => {
