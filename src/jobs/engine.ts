@@ -240,7 +240,8 @@ export function outstandingTracker(trace: PipelineTrace): <R>(call: () => Promis
 
 /** JSON has no Infinity or NaN: such a float is stored as its string and read back as a number. */
 export const encodeFloat = (x: number): number | string => (Number.isFinite(x) ? x : String(x))
-export const decodeFloat = (x: number | string): number => (typeof x === 'string' ? Number(x) : x)
+/** Also reads null (what JSON.stringify made of a non-finite number before) as NaN. */
+export const decodeFloat = (x: number | string | null): number => (typeof x === 'string' ? Number(x) : (x ?? Number.NaN))
 
 /** Count the idle time up to now (call before reporting; counting goes on until the next send). */
 export function closeTrace(trace: PipelineTrace): void {

@@ -26,7 +26,7 @@ import {ModelError, type ResolvedModel, localGeometry} from '../models.js'
 import {type Head, allHeads, formatHead} from '../science/heads.js'
 import {DEFAULT_SMOOTHING} from '../science/kl.js'
 import {ANGLE_SUMS, type AngleSum} from '../science/subspace.js'
-import {appendLineDurable, writeFileAtomic} from '../orchestration/files.js'
+import {appendLineDurable, resultJson, writeFileAtomic} from '../orchestration/files.js'
 import {singleClientWork} from '../orchestration/work.js'
 import {type SidecarInfo, dtypeName, sidecarInfo} from '../sidecar/client.js'
 import {
@@ -265,7 +265,7 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
         ...(prefilter ? {prefilter} : {}),
         ...(scorer instanceof AnglesScorer ? {clean_representation: scorer.cleanFacts} : {}),
       }
-      appendLineDurable(jsonlPath, JSON.stringify(line))
+      appendLineDurable(jsonlPath, resultJson(line))
       lines.push(line)
       computed.push(step)
       const result = stepResult(line, params.score)
@@ -274,7 +274,7 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
           `${result.runner_up ? `; next ${formatHead(result.runner_up)} ${formatScore(result.runner_up.score, params.score)}` : ''}), ` +
           `${line.requests} requests, ${line.seconds} s`,
       )
-      writeFileAtomic(summaryPath, `${JSON.stringify(summarise(), null, 2)}\n`)
+      writeFileAtomic(summaryPath, `${resultJson(summarise(), 2)}\n`)
       context.progress?.(step, params.steps, `step ${step} chose ${formatHead(best.head)}`)
     }
   } finally {
@@ -282,7 +282,7 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
   }
 
   const summary = summarise()
-  writeFileAtomic(summaryPath, `${JSON.stringify(summary, null, 2)}\n`)
+  writeFileAtomic(summaryPath, `${resultJson(summary, 2)}\n`)
   return summary
 }
 

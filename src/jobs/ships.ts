@@ -26,7 +26,7 @@ import {type Head, allHeads, formatHead} from '../science/heads.js'
 import {DEFAULT_SMOOTHING} from '../science/kl.js'
 import {KlThreads, klThreadCount} from '../orchestration/kl-threads.js'
 import {type HeadKl, type RankedHead, rankHeads, topKHeads} from '../science/ships.js'
-import {writeFileAtomic} from '../orchestration/files.js'
+import {resultJson, writeFileAtomic} from '../orchestration/files.js'
 import {type Unit, singleClientWork} from '../orchestration/work.js'
 import {AblationMethod, type AblationSpec, PromptTemplate, type SidecarInfo, sidecarInfo} from '../sidecar/client.js'
 import {
@@ -322,7 +322,7 @@ export async function runShips(
       prompt_tokens: promptTokens[index],
       top: top.map((h: HeadKl) => ({head: formatHead(h), layer: h.layer, head_index: h.head, kl: h.kl})),
     }
-    return JSON.stringify(line)
+    return resultJson(line)
   })
 
   writeFileAtomic(jsonlPath, `${lines.join('\n')}\n`)
@@ -363,7 +363,7 @@ export async function runShips(
     ...(prefilter ? {prefilter} : {}),
     heads: ranked,
   }
-  writeFileAtomic(resolve(outDir, 'summary.json'), `${JSON.stringify(summary, null, 2)}\n`)
+  writeFileAtomic(resolve(outDir, 'summary.json'), `${resultJson(summary, 2)}\n`)
   return summary
 }
 

@@ -5,6 +5,14 @@
 import {closeSync, fsyncSync, openSync, renameSync, rmSync, writeFileSync, writeSync} from 'node:fs'
 
 /**
+ * JSON text of a result in which a number that is not finite (an infinite KL with smoothing 0, a
+ * NaN from non-finite log-probs) is written as its string, "Infinity" or "NaN", not as null.
+ */
+export function resultJson(value: unknown, indent?: number): string {
+  return JSON.stringify(value, (_key, v: unknown) => (typeof v === 'number' && !Number.isFinite(v) ? String(v) : v), indent)
+}
+
+/**
  * Replace `path` with `data`: write a temporary file beside it, fsync it, rename it over `path`
  * (atomic within a file system). On failure the old file is untouched and the temporary removed.
  */

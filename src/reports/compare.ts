@@ -6,6 +6,7 @@
  * correlation of the full rankings over the heads both scored. A ranking is a ships job's heads
  * by mean KL, or a search job's group in the order chosen. Pure, except loadRanking.
  */
+import {decodeFloat} from '../jobs/engine.js'
 import type {Head} from '../science/heads.js'
 import {formatHead} from '../science/heads.js'
 import type {Table} from './csv.js'
@@ -159,7 +160,7 @@ export function loadRanking(dir: string, job?: string): Ranking {
   let order: Head[]
   if (chosen.kind === 'ships') {
     order = chosen.summary.heads.map(({layer, head}) => ({layer, head}))
-    for (const h of chosen.summary.heads) values[h.layer * s.num_heads + h.head] = h.mean_kl
+    for (const h of chosen.summary.heads) values[h.layer * s.num_heads + h.head] = decodeFloat(h.mean_kl)
   } else {
     order = chosen.summary.group
     for (const [i, h] of order.entries()) values[h.layer * s.num_heads + h.head] = i + 1

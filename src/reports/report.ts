@@ -6,6 +6,7 @@
  * is a `Table`, so the HTML (src/reports/html.ts) and the CSV export show the same rows.
  */
 import type {AsrReplyLine} from '../jobs/asr.js'
+import {decodeFloat} from '../jobs/engine.js'
 import type {JobSpec} from '../jobs/registry.js'
 import {scoreOf} from '../jobs/search-steps.js'
 import type {HeadSelection} from '../science/head-sets.js'
@@ -61,7 +62,7 @@ export function shipsGrids(job: ShipsJob): HeatGrid[] {
   const meanKl = new Array<number>(s.num_layers * s.num_heads).fill(Number.NaN)
   const counts = new Array<number>(s.num_layers * s.num_heads).fill(Number.NaN)
   for (const h of s.heads) {
-    meanKl[h.layer * s.num_heads + h.head] = h.mean_kl
+    meanKl[h.layer * s.num_heads + h.head] = decodeFloat(h.mean_kl)
     counts[h.layer * s.num_heads + h.head] = h.topk_count
   }
 

@@ -97,7 +97,8 @@ export function headsFromSummary(summary: unknown, top: number | undefined, wher
     return {source: 'search', heads: top === undefined ? group : group.slice(0, top)}
   }
   if (Array.isArray(s.heads)) {
-    if (!s.heads.every((h) => isHeadObject(h) && typeof (h as {mean_kl?: unknown}).mean_kl === 'number')) {
+    // mean_kl: a number, or "Infinity"/"NaN" (or null, from earlier versions) where it was not finite
+    if (!s.heads.every((h) => isHeadObject(h) && 'mean_kl' in (h as object))) {
       throw new HeadNameError(`${where}: "heads" must be a list of {layer, head, mean_kl}`)
     }
     if (top === undefined) throw new HeadNameError(`${where} is a ships summary: say how many of its top heads with --top K`)

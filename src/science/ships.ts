@@ -23,15 +23,21 @@ export interface RankedHead {
   topk_count: number
 }
 
+/** A KL as a sort key: NaN (non-finite log-probs) ranks with -Infinity, last, so the order stays a
+ * total order (a comparator that skips NaN is not transitive and can misplace finite values too). */
+const rankKey = (x: number) => (Number.isNaN(x) ? Number.NEGATIVE_INFINITY : x)
+
+/** -1, 0 or 1: a before b when a's key is larger (descending). */
+const descending = (a: number, b: number) => {
+  const ka = rankKey(a)
+  const kb = rankKey(b)
+  return ka > kb ? -1 : ka < kb ? 1 : 0
+}
+
 /** Descending by value; ties keep scan order (lower index first), so results are deterministic. */
 function orderDescending(values: ArrayLike<number>): number[] {
   const order = Array.from({length: values.length}, (_, i) => i)
-  order.sort((a, b) => {
-    const d = values[b] - values[a]
-    if (d > 0) return 1
-    if (d < 0) return -1
-    return a - b // equal (or two equal infinities): scan order
-  })
+  order.sort((a, b) => descending(values[a], values[b]) || a - b)
   return order
 }
 
@@ -75,13 +81,6 @@ export function rankHeads(perQuery: ArrayLike<number>[], geometry: Geometry, k: 
     mean_kl: sum[i] / perQuery.length,
     topk_count: count[i],
   }))
-  ranked.sort((a, b) => {
-    if (a.mean_kl !== b.mean_kl && !(Number.isNaN(a.mean_kl) || Number.isNaN(b.mean_kl))) {
-      return b.mean_kl > a.mean_kl ? 1 : -1
-    }
-
-    if (a.topk_count !== b.topk_count) return b.topk_count - a.topk_count
-    return a.index - b.index
-  })
+  ranked.sort((a, b) => descending(a.mean_kl, b.mean_kl) || b.topk_count - a.topk_count || a.index - b.index)
   return ranked.map(({layer, head, mean_kl, topk_count}) => ({layer, head, mean_kl, topk_count}))
 }

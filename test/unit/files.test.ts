@@ -3,9 +3,16 @@ import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {describe, expect, it} from 'vitest'
 
-import {appendLineDurable, writeFileAtomic} from '../../src/orchestration/files.js'
+import {appendLineDurable, resultJson, writeFileAtomic} from '../../src/orchestration/files.js'
 
 const freshDir = () => mkdtempSync(join(tmpdir(), 'sahara-files-'))
+
+describe('resultJson', () => {
+  it('writes a number that is not finite as its string (JSON has none; JSON.stringify makes it null)', () => {
+    expect(resultJson({kl: [1.5, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, Number.NaN], name: 'x'})).toBe('{"kl":[1.5,"Infinity","-Infinity","NaN"],"name":"x"}')
+    expect(resultJson({a: 1}, 2)).toBe('{\n  "a": 1\n}')
+  })
+})
 
 describe('writeFileAtomic', () => {
   it('creates and replaces a file, leaving no temporary behind', () => {

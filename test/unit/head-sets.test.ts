@@ -4,6 +4,7 @@ import {join} from 'node:path'
 import {describe, expect, it} from 'vitest'
 
 import {readHeadsFrom} from '../../src/data/head-sets.js'
+import {resultJson} from '../../src/orchestration/files.js'
 import {headsFromSummary, parseHeadList, parseHeadsOption, resolveHeads} from '../../src/science/head-sets.js'
 import {HeadNameError} from '../../src/science/heads.js'
 import {makeRng, sample, uniformInt} from '../../src/science/prng.js'
@@ -114,6 +115,15 @@ describe('heads from a run folder', () => {
     expect(headsFromSummary(ships, 2, 's.json')).toEqual({source: 'ships', heads: [{layer: 1, head: 2}, {layer: 2, head: 0}]})
     expect(() => headsFromSummary(ships, undefined, 's.json')).toThrow(/--top K/)
     expect(() => headsFromSummary(ships, 4, 's.json')).toThrow(/ranks 3 heads/)
+  })
+
+  it('a ships summary with a KL that was not finite ("Infinity" as written now, null as before) still gives its top heads', () => {
+    const infinite = JSON.parse(resultJson({...ships, heads: [{...ships.heads[0], mean_kl: Number.POSITIVE_INFINITY}, ...ships.heads.slice(1)]})) as typeof ships
+    expect(infinite.heads[0].mean_kl).toBe('Infinity')
+    expect(headsFromSummary(infinite, 1, 's.json').heads).toEqual([{layer: 1, head: 2}])
+    const older = {...ships, heads: [{...ships.heads[0], mean_kl: null}, ...ships.heads.slice(1)]}
+    expect(headsFromSummary(older, 2, 's.json').heads).toEqual([{layer: 1, head: 2}, {layer: 2, head: 0}])
+    expect(() => headsFromSummary({heads: [{layer: 1, head: 2}]}, 1, 's.json')).toThrow('"heads" must be a list of {layer, head, mean_kl}')
   })
 
   it('a search summary: its group, or a prefix of it', () => {

@@ -75,6 +75,21 @@ describe('dataset ranking', () => {
     expect(ranked.slice(0, 2).map((h) => [formatHead(h), h.topk_count])).toEqual([['L0H0', 2], ['L1H2', 0]])
   })
 
+  it('puts a NaN KL (non-finite log-probs) last, and keeps every finite one in order around it', () => {
+    expect(topKHeads([Number.NaN, 3, 5, Number.POSITIVE_INFINITY, Number.NaN, -1], g, 6).map(formatHead)).toEqual(['L1H0', 'L0H2', 'L0H1', 'L1H2', 'L0H0', 'L1H1'])
+    // L0H0 mean 5 (never a top-1), L0H1 mean 3 (top-1 twice), L0H2 NaN (top-1 once): no cycle
+    const perQuery = [
+      [10, 4, 20, 0, 0, 0],
+      [0, 2, Number.NaN, 0, 0, 0],
+      [5, 3, 1, 0, 0, 0],
+    ]
+    perQuery[2][1] = 6
+    const ranked = rankHeads(perQuery, g, 1).map((h) => formatHead(h))
+    expect(ranked[0]).toBe('L0H0')
+    expect(ranked[1]).toBe('L0H1')
+    expect(ranked.at(-1)).toBe('L0H2')
+  })
+
   it('needs queries', () => {
     expect(() => rankHeads([], g, 1)).toThrow('no queries')
   })
