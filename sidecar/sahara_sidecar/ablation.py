@@ -207,14 +207,16 @@ def _apply_output(x: torch.Tensor, factors: _LayerFactors, layout: HeadLayout) -
     return layout.join(heads, x)
 
 
-def _move_factors(factors: _LayerFactors, like: torch.Tensor) -> None:
-    """Put the factors on the layer's device and dtype once, not in every forward (each generated token)."""
+def _move_factors(factors: _LayerFactors, device: torch.device) -> None:
+    """Put the factors on the layer's device once, not in every forward (each generated token), in
+    float32: the hooks cast them to the activations' dtype. Not to the weights' dtype, which in a
+    quantized checkpoint (float8, packed integers) would round eps (1e-5 to 0 in float8_e4m3fn)."""
     if factors.query_scale is not None:
-        factors.query_scale = factors.query_scale.to(device=like.device, dtype=like.dtype)
+        factors.query_scale = factors.query_scale.to(device=device, dtype=torch.float32)
     if factors.output_scale is not None:
-        factors.output_scale = factors.output_scale.to(device=like.device, dtype=like.dtype)
+        factors.output_scale = factors.output_scale.to(device=device, dtype=torch.float32)
     if factors.query_mean is not None:
-        factors.query_mean = factors.query_mean.to(device=like.device)
+        factors.query_mean = factors.query_mean.to(device=device)
 
 
 def _check_rows(tensor: torch.Tensor, plan: RowAblations, prefixes: bool) -> None:
@@ -246,7 +248,7 @@ def ablated(
     try:
         for layer, factors in plan.layers.items():
             attn = attns[layer]
-            _move_factors(factors, attn.o_proj.weight)
+            _move_factors(factors, attn.o_proj.weight.device)
             if factors.query_scale is not None or factors.query_mean is not None:
 
                 def query_hook(_m, _inp, out, factors=factors):

@@ -145,9 +145,15 @@ def planned_attention(model: nn.Module) -> Iterator[dict[nn.Module, LayerPlan] |
 
 
 def reusable_projections(attention: nn.Module) -> list[nn.Linear]:
-    """The q/k/v projections of an attention module, separate or one fused qkv_proj (plain nn.Linear)."""
+    """The q/k/v projections of an attention module, separate or one fused qkv_proj, where each is a
+    plain nn.Linear: replayed as F.linear(x, weight, bias). A subclass with its own forward (the
+    quantized layers: FP8, BitNet, bitsandbytes) computes something else, so it is not replayed."""
     found = [getattr(attention, name, None) for name in INPUT_PROJECTIONS]
-    return [m for m in found if isinstance(m, nn.Linear) and "forward" not in m.__dict__]
+    return [
+        m
+        for m in found
+        if isinstance(m, nn.Linear) and type(m).forward is nn.Linear.forward and "forward" not in m.__dict__
+    ]
 
 
 def projections_reused(attention: nn.Module, reuse: StartReuse | None) -> contextlib.AbstractContextManager[None]:

@@ -9,6 +9,8 @@ from references import uniform_causal, weight_surgery
 from sahara_sidecar.ablation import (
     AblationError,
     AblationSpec,
+    _LayerFactors,
+    _move_factors,
     ablated,
     geometry,
     query_layout,
@@ -184,3 +186,14 @@ def test_query_layout_is_measured_per_family(tiny_lms):
     assert torch.equal(layout.join(layout.split(x) * 1, x), x)
     with pytest.raises(HeadLayoutError, match=r"expected 4 heads in a hooked tensor, got shape \(2, 3, 4, 5\)"):
         HeadLayout(4, heads_before_tokens=True).split(x)
+
+
+def test_factors_stay_float32_whatever_the_weights_dtype():
+    """Moved once to the layer's device, in float32: not to a quantized weight's dtype, where
+    eps = 1e-5 would round to 0 (float8_e4m3fn)."""
+    factors = _LayerFactors(query_scale=torch.tensor([[1e-5, 1.0]], dtype=torch.float64))
+    factors.output_scale = torch.tensor([[0.3, 1.0]], dtype=torch.float64)
+    _move_factors(factors, torch.device("cpu"))
+    assert factors.query_scale.dtype == factors.output_scale.dtype == torch.float32
+    assert factors.query_scale[0, 0].item() == pytest.approx(1e-5, rel=1e-7)
+    assert torch.tensor(1e-5).to(torch.float8_e4m3fn).float().item() == 0.0  # what the weights' dtype did

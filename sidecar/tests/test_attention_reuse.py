@@ -15,6 +15,7 @@ from sahara_sidecar.attention_reuse import (
     plan_start_reuse,
     planned_attention,
     projections_reused,
+    reusable_projections,
 )
 from sahara_sidecar.engines import run_forward
 from sahara_sidecar.prompts import encode
@@ -121,3 +122,17 @@ def test_eager_attention_runs_without_reuse_and_agrees(eager_lms, family):
         return torch.cat([batch.logprobs for batch in rows])
 
     torch.testing.assert_close(logprobs("fast"), logprobs("full"), atol=2e-5, rtol=0)
+
+
+def test_only_plain_linear_projections_are_replayed():
+    """A quantized layer subclasses nn.Linear but computes its own forward (FP8, BitNet):
+    replaying it as F.linear(x, weight, bias) would be wrong, so it is not reused."""
+
+    class QuantizedLinear(torch.nn.Linear):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x.round())
+
+    attention = torch.nn.Module()
+    attention.q_proj, attention.k_proj = torch.nn.Linear(4, 4), QuantizedLinear(4, 4)
+    attention.v_proj = torch.nn.Linear(4, 4)
+    assert reusable_projections(attention) == [attention.q_proj, attention.v_proj]
