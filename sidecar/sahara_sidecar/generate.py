@@ -2,7 +2,8 @@
 
 Prompts are cut into batches, left padded (generate derives position ids from the mask),
 and run through model.generate with the spec's hooks installed for the whole call, so the
-prompt pass and every new token see the ablated model. Greedy unless top_k > 0.
+prompt pass and every new token see the ablated model. Greedy unless top_k > 0; then each row is
+sampled with its own generator, seeded by the request's seed plus the prompt's index in it.
 """
 
 from __future__ import annotations
@@ -30,6 +31,24 @@ class FiniteScores(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         info = torch.finfo(scores.dtype)
         return torch.nan_to_num(scores, nan=info.min, posinf=info.max, neginf=float("-inf"))
+
+
+class RowSampler(LogitsProcessor):
+    """Top-k sampling (the last processor), each row drawing from its own generator, seeded by the
+    request's seed plus the row's prompt index: a reply does not depend on which prompts share its
+    batch (max_batch_rows, an out-of-memory split, the CLI's unit size). The drawn token keeps
+    score 0 and every other token -inf, so generate's greedy choice takes it. Ties at the k-th
+    score are kept, as transformers' top-k warper keeps them."""
+
+    def __init__(self, top_k: int, seeds: Sequence[int], device: torch.device) -> None:
+        self.top_k = top_k
+        self.generators = [torch.Generator(device=device).manual_seed(seed % 2**64) for seed in seeds]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        kth = scores.topk(min(self.top_k, scores.shape[-1]), dim=-1).values[..., -1:]
+        probs = scores.masked_fill(scores < kth, float("-inf")).float().softmax(dim=-1)
+        drawn = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.generators, strict=True)])
+        return torch.full_like(scores, float("-inf")).scatter_(1, drawn[:, None], 0.0)
 
 
 @dataclass(frozen=True)
@@ -73,15 +92,18 @@ def generation_kwargs(lm: LoadedModel, eos: set[int], max_new_tokens: int, sampl
         "no_repeat_ngram_size": 0,
         "use_cache": True,
     }
-    if sampling.top_k > 0:
-        # The temperature is applied here rather than by generate, so that FiniteScores can follow it
-        # (custom processors run before generate's own warpers); top-k still comes after both.
-        temperature = TemperatureLogitsWarper(sampling.temperature or 1.0)
-        kwargs.update(do_sample=True, top_k=sampling.top_k, temperature=1.0, top_p=1.0)
-        kwargs["logits_processor"] = LogitsProcessorList([temperature, FiniteScores()])
-    else:
-        kwargs.update(do_sample=False, top_k=None, temperature=None, top_p=None)
+    # Greedy decoding either way: with top_k > 0 the processors (per batch, see generate) end in a
+    # RowSampler that leaves one token possible per row, after the temperature and FiniteScores.
+    kwargs.update(do_sample=False, top_k=None, temperature=None, top_p=None)
     return kwargs
+
+
+def sampling_processors(sampling: Sampling, rows: Sequence[int], device: torch.device) -> LogitsProcessorList:
+    """Temperature, FiniteScores, then each row's own top-k draw (seed + the row's prompt index)."""
+    temperature = TemperatureLogitsWarper(sampling.temperature or 1.0)
+    return LogitsProcessorList(
+        [temperature, FiniteScores(), RowSampler(sampling.top_k, [sampling.seed + r for r in rows], device)]
+    )
 
 
 def split_reply(new_ids: list[int], eos: set[int]) -> tuple[list[int], bool]:
@@ -107,11 +129,10 @@ def generate(
     kwargs = generation_kwargs(lm, eos, max_new_tokens, sampling)
 
     def run(rows: Sequence[int]) -> list[Reply]:
-        if sampling.top_k > 0:  # seeded per batch: other requests may run between our batches
-            torch.manual_seed((sampling.seed + rows[0]) % 2**64)
+        sampler = {"logits_processor": sampling_processors(sampling, rows, lm.device)} if sampling.top_k > 0 else {}
         batch = left_pad([prompt_ids[i] for i in rows], lm.pad_token_id, lm.device)
         with torch.inference_mode(), ablated(lm.model, [spec] * len(rows)):
-            out = lm.model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs)
+            out = lm.model.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **kwargs, **sampler)
         width = batch.input_ids.shape[1]
         replies = []
         for row, index in enumerate(rows):

@@ -181,6 +181,21 @@ def test_generate_sampling_is_seeded(tiny_lms):
     a = [r.text for r in generate(lm, ids, AblationSpec(), max_new_tokens=8, sampling=sample)]
     b = [r.text for r in generate(lm, ids, AblationSpec(), max_new_tokens=8, sampling=sample)]
     assert a == b
+    other = [r.text for r in generate(lm, ids, AblationSpec(), max_new_tokens=8, sampling=Sampling(5, 1.0, 8))]
+    assert other != a  # it does sample
+
+
+def test_a_sampled_reply_does_not_depend_on_its_batch(tiny_lms):
+    """Each prompt draws from its own generator (seed + its index): the same replies one prompt
+    per batch, and for a request that starts later in the list with the seed moved on as much."""
+    lm = tiny_lms["llama"]
+    ids = encode(PROMPTS, "paper", lm.tokenizer)
+    sample = Sampling(top_k=5, temperature=1.0, seed=7)
+    together = [r.text for r in generate(lm, ids, AblationSpec(), max_new_tokens=8, sampling=sample)]
+    alone = [r.text for r in generate(lm, ids, AblationSpec(), max_new_tokens=8, sampling=sample, max_batch_rows=1)]
+    assert alone == together
+    later = Sampling(top_k=5, temperature=1.0, seed=7 + 2)
+    assert [r.text for r in generate(lm, ids[2:], AblationSpec(), max_new_tokens=8, sampling=later)] == together[2:]
 
 
 def test_structure_facts(tiny_lms):

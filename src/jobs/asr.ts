@@ -154,12 +154,15 @@ export async function runAsr(model: ResolvedModel, params: AsrParams, context: R
     for (let i = 0; i < prompts.length; i += perUnit) {
       const chunk = prompts.slice(i, i + perUnit)
       const range = `prompts ${i + 1}-${i + chunk.length} of ${prompts.length}`
+      // The sidecar seeds prompt j of a request with seed + j: from the chunk's offset on, prompt i
+      // of the dataset draws with seed + i, whatever the unit size or the host's batches.
+      const unitSampling = sampling.topK > 0 ? {...sampling, seed: sampling.seed + i} : sampling
       units.push({
         id: `${what} ${range}`,
         shared: true,
-        key: {generate: {model: modelId, dtype: facts.dtype, fingerprint: facts.modelFingerprint, prompts: chunk, template: params.template, heads: ablate, method: ablate.length > 0 ? params.method : null, eps: ablate.length > 0 ? params.eps : null, maxNewTokens: params.maxNewTokens, sampling}},
+        key: {generate: {model: modelId, dtype: facts.dtype, fingerprint: facts.modelFingerprint, prompts: chunk, template: params.template, heads: ablate, method: ablate.length > 0 ? params.method : null, eps: ablate.length > 0 ? params.eps : null, maxNewTokens: params.maxNewTokens, sampling: unitSampling}},
         async run(c) {
-          const out = await c.generate({prompts: chunk, template: TEMPLATE_ENUM[params.template], spec, maxNewTokens: params.maxNewTokens, sampling})
+          const out = await c.generate({prompts: chunk, template: TEMPLATE_ENUM[params.template], spec, maxNewTokens: params.maxNewTokens, sampling: unitSampling})
           calls++
           generated += chunk.length
           context.progress?.(generated, prompts.length * (heads.length > 0 ? 2 : 1), `${what}: ${range}`)

@@ -144,6 +144,21 @@ describe.skipIf(skipIntegration)('asr and params end to end (real sidecar, tiny 
     for (const seed of [1, 2]) expect(existsSync(join(dir, 'runs', 'asr-sweep', `asr-tiny-llama-prompts-ua-1e-5-random2-s${seed}`, 'replies.jsonl'))).toBe(true)
   })
 
+  it('top-k sampled replies do not depend on how the prompts are cut into units (prompt i draws with seed + i)', async () => {
+    const sweep = join(dir, 'sampled.yaml')
+    const job = (name: string, perUnit: number) => `  - kind: asr\n    name: ${name}\n    heads: L1H2\n    sampling: topk:5\n    seed: 3\n    prompts_per_unit: ${perUnit}\n    max_new_tokens: 6\n    matrix: {model: ${model}, dataset: ${prompts}}\n`
+    writeFileSync(sweep, `name: sampled\njobs:\n${job('one', 1)}${job('all', 64)}`)
+    const run = await cli(['run', sweep, '--runs-dir', join(dir, 'runs'), '--endpoint', endpoint, '--json'])
+    expect(run.exitCode, run.stderr).toBe(0)
+    const replies = (name: string) =>
+      readFileSync(join(dir, 'runs', 'sampled', `${name}-tiny-llama-prompts-ua-1e-5-L1H2`, 'replies.jsonl'), 'utf8')
+        .trim()
+        .split('\n')
+        .map((l) => JSON.parse(l) as AsrReplyLine)
+        .map((l) => [l.clean.reply, l.ablated?.reply])
+    expect(replies('one')).toEqual(replies('all'))
+  })
+
   it('asr jobs take the top-1 and top-2 heads of a ships job of the same sweep (heads_from_job)', async () => {
     const sweep = join(dir, 'chain.yaml')
     writeFileSync(
