@@ -120,7 +120,7 @@ def serve(args: argparse.Namespace) -> int:
     import torch
 
     from . import loading
-    from .memory import MAX_BUDGET_GIB
+    from .memory import MAX_BUDGET_GIB, budget_in_range
     from .protos import health_pb2
     from .security import MIB, SecurityError, configure
     from .server import Limits, build_server
@@ -156,7 +156,7 @@ def serve(args: argparse.Namespace) -> int:
     if args.max_batch_rows < 0:
         print("error: --max-batch-rows must be 0 (from the memory budget) or more", file=sys.stderr)
         return 2
-    if not math.isfinite(args.memory_budget_gib) or not 0 <= args.memory_budget_gib <= MAX_BUDGET_GIB:
+    if not budget_in_range(args.memory_budget_gib):
         print(f"error: --memory-budget-gib must be a number from 0 (auto) to {MAX_BUDGET_GIB:g}", file=sys.stderr)
         return 2
     try:

@@ -34,6 +34,11 @@ class ResourceExhausted(RuntimeError):
     """Even one row does not fit in the device's memory; becomes RESOURCE_EXHAUSTED."""
 
 
+def budget_in_range(memory_budget_gib: float) -> bool:
+    """0 (auto) to MAX_BUDGET_GIB; NaN and infinities are outside."""
+    return 0 <= memory_budget_gib <= MAX_BUDGET_GIB
+
+
 def budget_bytes(memory_budget_gib: float, device: torch.device) -> int:
     """The activation budget in bytes (see the module docstring for the auto rule)."""
     if memory_budget_gib > 0:

@@ -36,7 +36,7 @@ from .engines import run_forward
 from .fast import OUTPUT_BUFFER_BYTES
 from .generate import DEFAULT_MAX_NEW_TOKENS, Sampling, generate
 from .host_buffers import HostBuffers
-from .memory import MAX_BUDGET_GIB, ResourceExhausted
+from .memory import MAX_BUDGET_GIB, ResourceExhausted, budget_in_range
 from .peak import measure_peak
 from .prompts import PromptError, encode
 from .protos import health_pb2, health_pb2_grpc, sahara_pb2, sahara_pb2_grpc
@@ -149,7 +149,7 @@ def to_engine(engine: int) -> str:
 
 
 def to_budget(memory_budget_gib: float) -> float:
-    if not math.isfinite(memory_budget_gib) or not 0 <= memory_budget_gib <= MAX_BUDGET_GIB:
+    if not budget_in_range(memory_budget_gib):
         raise InvalidRequest(
             f"memory_budget_gib: must be a number from 0 (auto) to {MAX_BUDGET_GIB:g}, got {memory_budget_gib}"
         )

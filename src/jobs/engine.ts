@@ -9,7 +9,7 @@ import type {Fields} from '../config/fields.js'
 import {ConfigError} from '../config/fields.js'
 import type {EndpointPool} from '../orchestration/pool.js'
 import {type Head, formatHead} from '../science/heads.js'
-import {type AttributeRequest, Engine, type ForwardStats, type SidecarClient} from '../sidecar/client.js'
+import {type AttributeRequest, Engine, type ForwardStats, type SidecarClient, shapedTensor} from '../sidecar/client.js'
 
 export const ENGINES = ['fast', 'naive'] as const
 export type EngineName = (typeof ENGINES)[number]
@@ -143,14 +143,7 @@ export async function runPrefilter(
   const t0 = performance.now()
   const expected = [request.prompts.length, geometry.numLayers, geometry.numHeads]
   const [attribution] = await pool.run([
-    async (sidecar: SidecarClient) => {
-      const tensor = (await sidecar.attribute(request)).tensors.get('attribution')
-      if (!tensor || tensor.shape.join(',') !== expected.join(',')) {
-        throw new Error(`Attribute on ${sidecar.endpoint}: expected tensor attribution of shape [${expected.join(', ')}], got ${tensor ? `[${tensor.shape.join(', ')}]` : 'none'}`)
-      }
-
-      return tensor.data
-    },
+    async (sidecar: SidecarClient) => shapedTensor(await sidecar.attribute(request), 'attribution', expected, `Attribute on ${sidecar.endpoint}`).data,
   ])
   const chosen = prefilterHeads(attribution, request.prompts.length, geometry, p.k)
   return {heads: chosen.heads, summary: prefilterSummary(p, chosen.heads, chosen.meanAbs, geometry, Math.round(performance.now() - t0) / 1000)}
@@ -240,8 +233,8 @@ export function outstandingTracker(trace: PipelineTrace): <R>(call: () => Promis
 
 /** JSON has no Infinity or NaN: such a float is stored as its string and read back as a number. */
 export const encodeFloat = (x: number): number | string => (Number.isFinite(x) ? x : String(x))
-/** Also reads null (what JSON.stringify made of a non-finite number before) as NaN. */
-export const decodeFloat = (x: number | string | null): number => (typeof x === 'string' ? Number(x) : (x ?? Number.NaN))
+/** Also reads null (what JSON.stringify made of a non-finite number before) and a missing value as NaN. */
+export const decodeFloat = (x: number | string | null | undefined): number => (typeof x === 'string' ? Number(x) : (x ?? Number.NaN))
 
 /** Count the idle time up to now (call before reporting; counting goes on until the next send). */
 export function closeTrace(trace: PipelineTrace): void {

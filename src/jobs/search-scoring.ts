@@ -18,7 +18,7 @@ import {KlThreads, klThreadCount} from '../orchestration/kl-threads.js'
 import type {Unit, Work} from '../orchestration/work.js'
 import {type Head, formatHead} from '../science/heads.js'
 import {type Matrix, type Representation, leftSingularVectors, matrix, representation, subspaceShift} from '../science/subspace.js'
-import type {AblationSpec, DescribeResponse, ForwardResult, SidecarClient} from '../sidecar/client.js'
+import {type AblationSpec, type DescribeResponse, type ForwardResult, type SidecarClient, shapedTensor} from '../sidecar/client.js'
 import {DEFAULT_ENGINE, type PipelineTrace, type StatsTotals, addStats, decodeFloat, emptyTotals, encodeFloat, engineRequest, outstandingTracker, pipelineGroupSize} from './engine.js'
 import type {SearchParams} from './search.js'
 import type {SearchSettings} from './search-steps.js'
@@ -71,12 +71,6 @@ export function planSearch(
   const groupSize = pipelineGroupSize(nHeads, Math.max(1, Math.min(nHeads, Math.floor(maxFloats / perHead) - extraRows)))
   const promptsPerRequest = Math.max(1, Math.min(nPrompts, Math.floor(maxFloats / ((groupSize + extraRows) * floatsPerRow))))
   return {groupSize, promptsPerRequest}
-}
-
-function checkTensor(endpoint: string, name: string, tensor: {shape: number[]} | undefined, expected: number[]): void {
-  if (!tensor || tensor.shape.join(',') !== expected.join(',')) {
-    throw new Error(`Forward on ${endpoint}: expected tensor ${name} of shape [${expected.join(', ')}], got ${tensor ? `[${tensor.shape.join(', ')}]` : 'none'}`)
-  }
 }
 
 /** One Forward of a unit: its first prompt's index, its prompts, the result. */
@@ -219,9 +213,7 @@ export class AnglesScorer extends Scorer {
       const rows = new Float32Array(N * batch.length * d) // [N, heads of the batch, d]
       return {
         add({start, part, result}, endpoint) {
-          const hidden = result.tensors.get('hidden')
-          checkTensor(endpoint, 'hidden', hidden, [part.length, batch.length, d])
-          rows.set(hidden!.data, start * batch.length * d)
+          rows.set(shapedTensor(result, 'hidden', [part.length, batch.length, d], `Forward on ${endpoint}`).data, start * batch.length * d)
         },
         scores: () =>
           batch.map((_, j) => {
@@ -250,9 +242,7 @@ export class AnglesScorer extends Scorer {
       starts.map((start) => async (sidecar: SidecarClient) => {
         const part = prompts.slice(start, start + chunk)
         const result = await this.forward(sidecar, {prompts: part, specs: [this.spec([])], returnHidden: true})
-        const tensor = result.tensors.get('hidden')
-        checkTensor(sidecar.endpoint, 'hidden', tensor, [part.length, 1, width])
-        out.set(tensor!.data, start * width)
+        out.set(shapedTensor(result, 'hidden', [part.length, 1, width], `Forward on ${sidecar.endpoint}`).data, start * width)
         sidecar.recycle(result)
       }),
     )
@@ -281,10 +271,9 @@ export class KlScorer extends Scorer {
       const sums = new Float64Array(batch.length) // the KL summed over queries, per head of the batch
       return {
         add: async ({part, result}, endpoint) => {
-          const logprobs = result.tensors.get('logprobs')
-          checkTensor(endpoint, 'logprobs', logprobs, [part.length, batch.length + 1, width])
-          if (!(logprobs!.data instanceof Float32Array)) throw new Error(`Forward on ${endpoint}: tensor logprobs must be float32`)
-          const kl = await this.klThreads.score(logprobs!.data, part.length, batch.length + 1, width, options) // [query, head of the batch]
+          const logprobs = shapedTensor(result, 'logprobs', [part.length, batch.length + 1, width], `Forward on ${endpoint}`)
+          if (!(logprobs.data instanceof Float32Array)) throw new Error(`Forward on ${endpoint}: tensor logprobs must be float32`)
+          const kl = await this.klThreads.score(logprobs.data, part.length, batch.length + 1, width, options) // [query, head of the batch]
           for (let q = 0; q < part.length; q++) for (let j = 0; j < batch.length; j++) sums[j] += kl[q * batch.length + j]
         },
         scores: () => Array.from(sums, (x) => x / N),

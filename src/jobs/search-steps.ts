@@ -9,6 +9,7 @@ import {existsSync, readFileSync, renameSync, truncateSync, writeFileSync} from 
 import {resolve} from 'node:path'
 
 import type {Head} from '../science/heads.js'
+import {descending} from '../science/ships.js'
 import type {AngleSum} from '../science/subspace.js'
 import {type PrefilterSummary, decodeFloat, formatPrefilter} from './engine.js'
 import type {SearchParams} from './search.js'
@@ -187,18 +188,13 @@ export function loadStoredSteps(path: string, settings: SearchSettings, options:
 
 /** argmax; ties (exactly equal scores) go to the lowest (layer, head). NaN never wins. */
 export function chooseHead(entries: {head: Head; score: number}[]): {best: {head: Head; score: number}; runnerUp: {head: Head; score: number} | null} {
-  const sorted = [...entries].sort((a, b) => {
-    const sa = Number.isNaN(a.score) ? Number.NEGATIVE_INFINITY : a.score
-    const sb = Number.isNaN(b.score) ? Number.NEGATIVE_INFINITY : b.score
-    if (sa !== sb) return sb > sa ? 1 : -1
-    return a.head.layer - b.head.layer || a.head.head - b.head.head
-  })
+  const sorted = [...entries].sort((a, b) => descending(a.score, b.score) || a.head.layer - b.head.layer || a.head.head - b.head.head)
   if (sorted.length === 0) throw new Error('chooseHead: no candidates')
   return {best: sorted[0], runnerUp: sorted[1] ?? null}
 }
 
 export function scoreOf(entry: ScoreEntry, kind: ScoreKind): number {
-  return decodeFloat((kind === 'angles' ? entry.score_deg : entry.mean_kl) ?? Number.NaN)
+  return decodeFloat(kind === 'angles' ? entry.score_deg : entry.mean_kl)
 }
 
 /** The step's chosen head with its own score, and the best of the others. */

@@ -39,7 +39,6 @@ import {
   type StatsTotals,
   closeTrace,
   emptyTotals,
-  encodeFloat,
   formatPrefilter,
   parseEngineFields,
   roundedTotals,
@@ -256,7 +255,7 @@ export async function runSearch(model: ResolvedModel, params: SearchParams, cont
       const line: StepLine = {
         step,
         group_before: group,
-        scores: entries.map((e) => ({layer: e.head.layer, head: e.head.head, [key]: encodeFloat(e.score)})),
+        scores: entries.map((e) => ({layer: e.head.layer, head: e.head.head, [key]: e.score})), // resultJson writes a non-finite one as its string
         chosen: best.head,
         settings,
         requests: scorer.requests - requestsBefore,

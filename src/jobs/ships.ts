@@ -28,7 +28,7 @@ import {KlThreads, klThreadCount} from '../orchestration/kl-threads.js'
 import {type HeadKl, type RankedHead, rankHeads, topKHeads} from '../science/ships.js'
 import {resultJson, writeFileAtomic} from '../orchestration/files.js'
 import {type Unit, singleClientWork} from '../orchestration/work.js'
-import {AblationMethod, type AblationSpec, PromptTemplate, type SidecarInfo, sidecarInfo} from '../sidecar/client.js'
+import {AblationMethod, type AblationSpec, PromptTemplate, type SidecarInfo, shapedTensor, sidecarInfo} from '../sidecar/client.js'
 import {
   DEFAULT_ENGINE,
   ENGINE_KEYS,
@@ -276,14 +276,7 @@ export async function runShips(
         forwardMs += performance.now() - tf
         addStats(totals, result.stats)
         const nSpecs = group.length + 1
-        const logprobs = result.tensors.get('logprobs')
-        const expected = [chunk.length, nSpecs, width]
-        if (!logprobs || logprobs.shape.join(',') !== expected.join(',')) {
-          throw new Error(
-            `Forward on ${sidecar.endpoint}: expected tensor logprobs of shape [${expected.join(', ')}], got ${logprobs ? `[${logprobs.shape.join(', ')}]` : 'none'}`,
-          )
-        }
-
+        const logprobs = shapedTensor(result, 'logprobs', [chunk.length, nSpecs, width], `Forward on ${sidecar.endpoint}`)
         const tk = performance.now()
         if (!(logprobs.data instanceof Float32Array)) throw new Error(`Forward on ${sidecar.endpoint}: tensor logprobs must be float32`)
         const scored = await klThreads.score(logprobs.data, chunk.length, nSpecs, width, options)

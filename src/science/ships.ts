@@ -27,8 +27,8 @@ export interface RankedHead {
  * total order (a comparator that skips NaN is not transitive and can misplace finite values too). */
 const rankKey = (x: number) => (Number.isNaN(x) ? Number.NEGATIVE_INFINITY : x)
 
-/** -1, 0 or 1: a before b when a's key is larger (descending). */
-const descending = (a: number, b: number) => {
+/** -1, 0 or 1: a before b when a's key is larger (descending; NaN last). */
+export const descending = (a: number, b: number) => {
   const ka = rankKey(a)
   const kb = rankKey(b)
   return ka > kb ? -1 : ka < kb ? 1 : 0

@@ -69,6 +69,16 @@ export interface ForwardResult {
   stats?: ForwardStats
 }
 
+/** The result's tensor `name`, of shape `expected`, or an error that `where` begins ("Forward on host:port"). */
+export function shapedTensor(result: ForwardResult, name: string, expected: number[], where: string): Tensor {
+  const tensor = result.tensors.get(name)
+  if (!tensor || tensor.shape.join(',') !== expected.join(',')) {
+    throw new Error(`${where}: expected tensor ${name} of shape [${expected.join(', ')}], got ${tensor ? `[${tensor.shape.join(', ')}]` : 'none'}`)
+  }
+
+  return tensor
+}
+
 export interface ClientOptions {
   /** Deadline for Describe and health checks (ms). */
   unaryDeadlineMs?: number
